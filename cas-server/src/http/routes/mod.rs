@@ -1,0 +1,140 @@
+//! Request routing: one module per endpoint family.
+//!
+//! | module | paths |
+//! |---|---|
+//! | [`blobs`] | `/v1/blobs/{blake3}`, `/v1/blobs:missing`, `/v1/blobs:batch`, and bazel's `/cas/{sha256}` |
+//! | [`ac`] | `/v1/ac/{key}` and bazel's `/ac/{sha256}` |
+//! | [`refs`] | `/v1/refs/{name}`, `/v1/refs?prefix=` |
+//! | [`ops`] | `/health`, `/ready`, `/metrics`, `/metrics/json`, `/v1/stats`, `/v1/config` |
+
+pub mod ac;
+pub mod blobs;
+pub mod ops;
+pub mod refs;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use reprovm_sdk::digest::{Digest, HashKind};
+
+use super::body::Body;
+use super::error::ApiError;
+use super::server::AppState;
+
+/// Result of a handler.
+pub type HandlerResult = Result<Response<Body>, ApiError>;
+
+/// Finds the handler for a request; returns the route label (for metrics) and the answer.
+pub async fn dispatch(state: &AppState, req: Request<Incoming>) -> (&'static str, Response<Body>) {
+    let path = req.uri().path().to_string();
+    let (route, result) = route(state, &path, req).await;
+    (route, result.unwrap_or_else(ApiError::into_response))
+}
+
+fn parse_digest(kind: HashKind, s: &str) -> Result<Digest, ApiError> {
+    Digest::parse_kind(kind, s).map_err(|e| ApiError::bad_request("invalid_digest", e.to_string()))
+}
+
+fn check_method(method: &Method, allowed: &[Method]) -> Result<(), ApiError> {
+    if allowed.contains(method) {
+        return Ok(());
+    }
+    let allow = allowed
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(ApiError::method_not_allowed(method, &allow))
+}
+
+/// Splits `…/cas/{hash}` or `…/ac/{hash}` (any prefix, as bazel-remote allows) into kind and hash.
+fn bazel_path(path: &str) -> Option<(&'static str, &str)> {
+    let (head, hash) = path.rsplit_once('/')?;
+    if head.ends_with("/cas") || head == "/cas" {
+        Some(("cas", hash))
+    } else if head.ends_with("/ac") || head == "/ac" {
+        Some(("ac", hash))
+    } else {
+        None
+    }
+}
+
+async fn route(
+    state: &AppState,
+    path: &str,
+    req: Request<Incoming>,
+) -> (&'static str, HandlerResult) {
+    use Method as M;
+    let method = req.method().clone();
+    let ro = [M::GET, M::HEAD];
+    macro_rules! guarded {
+        ($label:expr, $allowed:expr, $call:expr) => {
+            (
+                $label,
+                match check_method(&method, &$allowed) {
+                    Ok(()) => $call.await,
+                    Err(e) => Err(e),
+                },
+            )
+        };
+    }
+    match path {
+        "/health" => return guarded!("health", ro, ops::health(state)),
+        "/ready" => return guarded!("ready", ro, ops::ready(state)),
+        "/metrics" => return guarded!("metrics", ro, ops::metrics(state)),
+        "/metrics/json" => return guarded!("metrics_json", ro, ops::metrics_json(state)),
+        "/v1/stats" => return guarded!("stats", ro, ops::stats(state)),
+        "/v1/config" => return guarded!("config", ro, ops::config(state)),
+        "/v1/blobs:missing" => {
+            return guarded!("blobs_missing", [M::POST], blobs::missing(state, req))
+        }
+        "/v1/blobs:batch" => return guarded!("blobs_batch", [M::POST], blobs::batch(state, req)),
+        "/v1/refs" => return guarded!("refs", ro, refs::list(state, req)),
+        _ => {}
+    }
+    if let Some(hash) = path.strip_prefix("/v1/blobs/") {
+        let allowed = [M::GET, M::HEAD, M::PUT, M::DELETE];
+        return guarded!("blobs", allowed, async {
+            let d = parse_digest(HashKind::Blake3, hash)?;
+            blobs::blob(state, d, req).await
+        });
+    }
+    if let Some(key) = path.strip_prefix("/v1/ac/") {
+        return guarded!("ac", [M::GET, M::HEAD, M::PUT], async {
+            let d = parse_digest(HashKind::Blake3, key)?;
+            ac::entry(state, d, req).await
+        });
+    }
+    if let Some(name) = path.strip_prefix("/v1/refs/") {
+        let name = name.to_string();
+        return guarded!(
+            "refs",
+            [M::GET, M::HEAD, M::PUT, M::DELETE],
+            refs::entry(state, &name, req)
+        );
+    }
+    match bazel_path(path) {
+        Some(("cas", hash)) => guarded!("bazel_cas", [M::GET, M::HEAD, M::PUT], async {
+            let d = parse_digest(HashKind::Sha256, hash)?;
+            blobs::blob(state, d, req).await
+        }),
+        Some((_, hash)) => guarded!("bazel_ac", [M::GET, M::HEAD, M::PUT], async {
+            let d = parse_digest(HashKind::Sha256, hash)?;
+            ac::entry(state, d, req).await
+        }),
+        None => ("unknown", Err(ApiError::no_route(path))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bazel_path;
+
+    #[test]
+    fn bazel_prefixes() {
+        assert_eq!(bazel_path("/cas/abc"), Some(("cas", "abc")));
+        assert_eq!(bazel_path("/instance/x/cas/abc"), Some(("cas", "abc")));
+        assert_eq!(bazel_path("/ac/abc"), Some(("ac", "abc")));
+        assert_eq!(bazel_path("/cascade/abc"), None);
+        assert_eq!(bazel_path("/nothing"), None);
+    }
+}

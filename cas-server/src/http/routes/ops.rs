@@ -1,0 +1,123 @@
+//! Operations endpoints: liveness, readiness, metrics, statistics, config.
+
+use std::sync::atomic::Ordering;
+
+use http::{header, Response, StatusCode};
+use serde_json::json;
+
+use super::HandlerResult;
+use crate::http::body;
+use crate::http::server::AppState;
+use crate::metrics::Metrics;
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> HandlerResult {
+    Ok(Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body::json(value))
+        .expect("valid"))
+}
+
+/// `GET /health`: the process answers.
+pub async fn health(_state: &AppState) -> HandlerResult {
+    json_response(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// `GET /ready`: the store is open and the disk has room; 503 otherwise.
+pub async fn ready(state: &AppState) -> HandlerResult {
+    let local = state.local.clone();
+    let free = tokio::task::spawn_blocking(move || local.free_space())
+        .await
+        .ok()
+        .and_then(|r| r.ok());
+    let min_free = state.config.min_free_space.0;
+    let disk_ok = free.is_some_and(|f| f >= min_free);
+    let store_ok = state
+        .store
+        .stat(&reprovm_sdk::Digest::empty_blake3())
+        .await
+        .is_ok();
+    let ready = disk_ok && store_ok;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(
+        status,
+        &json!({
+            "ready": ready,
+            "store": {"open": store_ok, "path": state.local.path()},
+            "disk": {"free_bytes": free, "min_free_bytes": min_free, "ok": disk_ok},
+            "remote": {"configured": state.config.remote.is_some()},
+        }),
+    )
+}
+
+fn refresh_gauges(state: &AppState) {
+    let c = state.local.counters();
+    Metrics::store_gauges(
+        c.blobs.load(Ordering::Relaxed),
+        c.logical_bytes.load(Ordering::Relaxed),
+        state.local.disk_bytes(),
+    );
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(state: &AppState) -> HandlerResult {
+    refresh_gauges(state);
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .body(body::full(state.metrics.render()))
+        .expect("valid"))
+}
+
+/// `GET /metrics/json`.
+pub async fn metrics_json(state: &AppState) -> HandlerResult {
+    refresh_gauges(state);
+    json_response(StatusCode::OK, &state.metrics.render_json())
+}
+
+/// `GET /v1/stats`.
+pub async fn stats(state: &AppState) -> HandlerResult {
+    let c = state.local.counters();
+    let m = state.metrics.render_json();
+    let sum = |prefix: &str| -> f64 {
+        m.as_object()
+            .map(|o| {
+                o.iter()
+                    .filter(|(k, _)| k.starts_with(prefix))
+                    .filter_map(|(_, v)| v.as_f64())
+                    .sum()
+            })
+            .unwrap_or(0.0)
+    };
+    let (hits, misses) = (
+        sum("reprovm_cache_hits_total"),
+        sum("reprovm_cache_misses_total"),
+    );
+    let hit_rate = if hits + misses > 0.0 {
+        hits / (hits + misses)
+    } else {
+        0.0
+    };
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "blobs": c.blobs.load(Ordering::Relaxed),
+            "logical_bytes": c.logical_bytes.load(Ordering::Relaxed),
+            "disk_bytes": state.local.disk_bytes(),
+            "hits": hits as u64,
+            "misses": misses as u64,
+            "hit_rate": hit_rate,
+            "evictions": 0,
+            "sync_backlog": 0,
+            "uptime_seconds": state.started.elapsed().as_secs(),
+        }),
+    )
+}
+
+/// `GET /v1/config`: the effective configuration, secrets redacted.
+pub async fn config(state: &AppState) -> HandlerResult {
+    json_response(StatusCode::OK, &state.config.redacted())
+}

@@ -1,0 +1,24 @@
+//! # cas-server
+//!
+//! A content-addressed storage server: blobs named by their BLAKE3 (or, on the
+//! bazel-compatible paths, SHA-256) digest, stored in RocksDB, served over a
+//! streaming HTTP protocol that verifies every upload while it streams.
+//!
+//! The store is also a library: the `reprovm` executor embeds
+//! [`store::rocks::RocksStore`] as its local cache without running a server.
+//!
+//! ## Layout
+//! - [`config`]: the configuration (TOML file, `CAS_*` environment, flags).
+//! - [`store`]: storage drivers behind the sdk's `Cas` trait — [`store::rocks`]
+//!   (RocksDB, pieces, crash recovery) and [`store::piece`] (at-rest compression).
+//! - [`http`]: accept loop and graceful shutdown, routes, JSON errors.
+//! - [`metrics`]: Prometheus metrics.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod store;
+
+pub use config::Config;
+pub use store::rocks::{RocksStore, StoreOptions};

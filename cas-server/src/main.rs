@@ -1,0 +1,123 @@
+//! `cas-server`: parses flags, loads the configuration, opens the store, serves.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use cas_server::config::{Config, LogFormat};
+use cas_server::http::{serve, AppState};
+use cas_server::metrics::Metrics;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cas-server",
+    version,
+    about = "Content-addressed storage server (RocksDB, streaming HTTP, BLAKE3/SHA-256)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory [default: ./cas-data]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file
+    #[arg(long, env = "CAS_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the blob protocol (the default).
+    Serve(ServeArgs),
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    config.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(l) = &args.listen {
+        config.listen = l.clone();
+    }
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    Ok(config)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    init_logging(&config);
+    let (local, store) = cas_server::store::build(&config)
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "cas-server listening");
+    // A line on stdout that scripts and tests can wait for (port 0 picks a free port).
+    println!("listening on http://{addr}");
+    let state = Arc::new(AppState {
+        store,
+        local: local.clone(),
+        config,
+        metrics: Metrics::install(),
+        started: Instant::now(),
+    });
+    serve(listener, state.clone(), shutdown_signal()).await?;
+    drop(state);
+    tokio::task::spawn_blocking(move || local.flush()).await??;
+    tracing::info!("store flushed; bye");
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::Serve(args)) => run_serve(args).await,
+            None => run_serve(cli.serve).await,
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("cas-server: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,97 @@
+//! Prometheus metrics. All names carry the `reprovm_` prefix; counters end in
+//! `_total`, sizes in `_bytes`, latencies are `_seconds` histograms.
+//!
+//! The `metrics` crate has one global recorder per process; [`Metrics::install`]
+//! sets it once and every later call shares the same handle.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Handle to the process's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    handle: PrometheusHandle,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+impl Metrics {
+    /// Installs the Prometheus recorder (once per process) and returns its handle.
+    pub fn install() -> Self {
+        let handle = HANDLE
+            .get_or_init(|| {
+                let recorder = PrometheusBuilder::new()
+                    .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                    .expect("non-empty buckets")
+                    .build_recorder();
+                let handle = recorder.handle();
+                // Fails only if another recorder was set first; we then still render ours (empty).
+                let _ = metrics::set_global_recorder(recorder);
+                handle
+            })
+            .clone();
+        Self { handle }
+    }
+
+    /// Records one answered request.
+    pub fn request(&self, route: &'static str, method: &str, status: u16, elapsed: Duration) {
+        counter!("reprovm_http_requests_total", "route" => route, "method" => method.to_string(), "status" => status.to_string()).increment(1);
+        histogram!("reprovm_http_request_duration_seconds", "route" => route)
+            .record(elapsed.as_secs_f64());
+    }
+
+    /// Request body bytes received.
+    pub fn bytes_in(n: u64) {
+        counter!("reprovm_http_received_bytes_total").increment(n);
+    }
+
+    /// Response body bytes sent.
+    pub fn bytes_out(n: u64) {
+        counter!("reprovm_http_sent_bytes_total").increment(n);
+    }
+
+    /// A lookup that found (`hit`) or did not find what it asked for.
+    pub fn lookup(kind: &'static str, hit: bool) {
+        if hit {
+            counter!("reprovm_cache_hits_total", "kind" => kind).increment(1);
+        } else {
+            counter!("reprovm_cache_misses_total", "kind" => kind).increment(1);
+        }
+    }
+
+    /// Store size gauges, refreshed before each render.
+    pub fn store_gauges(blobs: u64, logical_bytes: u64, disk_bytes: u64) {
+        gauge!("reprovm_store_blobs").set(blobs as f64);
+        gauge!("reprovm_store_logical_bytes").set(logical_bytes as f64);
+        gauge!("reprovm_store_disk_bytes").set(disk_bytes as f64);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// The same samples as JSON: `{"name{labels}": value}`.
+    pub fn render_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        for line in self.render().lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            if let Some((key, value)) = line.rsplit_once(' ') {
+                if let Ok(v) = value.parse::<f64>() {
+                    map.insert(key.to_string(), serde_json::json!(v));
+                }
+            }
+        }
+        serde_json::Value::Object(map)
+    }
+}

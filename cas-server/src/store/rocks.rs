@@ -1,0 +1,924 @@
+//! `RocksStore`: the embedded blob store on RocksDB.
+//!
+//! Column families:
+//! - `meta`: `[kind tag][digest]` → [`BlobMeta`]. A blob exists exactly when
+//!   its meta record does; that record is written last, in the same atomic
+//!   batch that ends the upload, so readers never see a partial blob.
+//! - `data`: `[data id u64 BE][piece u32 BE]` → one encoded piece (see
+//!   [`super::piece`]). Pieces are at most `piece_size` raw bytes, so memory
+//!   stays bounded whatever the blob size. Large values live in RocksDB blob
+//!   files (BlobDB) to avoid compaction rewrites.
+//! - `staging`: data ids of uploads in progress. An upload that dies (error,
+//!   client gone, `kill -9`) leaves its id here, and [`RocksStore::open`]
+//!   deletes its pieces.
+//! - `ac`: action-cache values; `refs`: named pointers.
+//!
+//! The store is synchronous underneath; the [`Cas`] implementation runs each
+//! call on tokio's blocking pool.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use reprovm_sdk::cas::{Blob, BlobInfo, ByteStream, Cas, PutOutcome, RefCondition, RefValue};
+use reprovm_sdk::digest::{Digest, HashKind, Hasher, DIGEST_LEN};
+use reprovm_sdk::error::{CasError, Result};
+use reprovm_sdk::proto::{validate_ref_name, ByteRange, MAX_AC_VALUE, MAX_REF_VALUE};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
+
+use super::piece;
+use crate::config::Compression;
+
+const CF_META: &str = "meta";
+const CF_DATA: &str = "data";
+const CF_STAGING: &str = "staging";
+const CF_AC: &str = "ac";
+const CF_REFS: &str = "refs";
+const ALL_CFS: [&str; 5] = [CF_META, CF_DATA, CF_STAGING, CF_AC, CF_REFS];
+
+/// Tuning of a [`RocksStore`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Raw bytes per stored piece.
+    pub piece_size: usize,
+    /// Largest blob accepted.
+    pub max_blob_size: u64,
+    /// At-rest compression.
+    pub compression: Compression,
+    /// Compression level.
+    pub compression_level: i32,
+    /// fsync the WAL when an upload commits.
+    pub sync_writes: bool,
+    /// Refuse uploads when the filesystem has less free space than this.
+    pub min_free_space: u64,
+    /// Re-hash whole-blob reads and fail them on mismatch.
+    pub verify_reads: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            piece_size: 1 << 20,
+            max_blob_size: 8 << 30,
+            compression: Compression::Zstd,
+            compression_level: 1,
+            sync_writes: false,
+            min_free_space: 64 << 20,
+            verify_reads: true,
+        }
+    }
+}
+
+/// What the meta record of a blob says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobMeta {
+    /// Decoded size.
+    pub size: u64,
+    /// Raw bytes per piece.
+    pub piece_size: u32,
+    /// Key prefix of the pieces in `data`.
+    pub data_id: u64,
+    /// Unix seconds of the upload.
+    pub stored_at: u64,
+}
+
+const META_VERSION: u8 = 1;
+const META_LEN: usize = 1 + 8 + 4 + 8 + 8;
+
+impl BlobMeta {
+    fn encode(&self) -> [u8; META_LEN] {
+        let mut out = [0u8; META_LEN];
+        out[0] = META_VERSION;
+        out[1..9].copy_from_slice(&self.size.to_be_bytes());
+        out[9..13].copy_from_slice(&self.piece_size.to_be_bytes());
+        out[13..21].copy_from_slice(&self.data_id.to_be_bytes());
+        out[21..29].copy_from_slice(&self.stored_at.to_be_bytes());
+        out
+    }
+
+    fn decode(b: &[u8]) -> Result<Self> {
+        if b.len() != META_LEN || b[0] != META_VERSION {
+            return Err(CasError::Corrupt(format!(
+                "meta record of {} bytes, version {:?}",
+                b.len(),
+                b.first()
+            )));
+        }
+        let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        Ok(Self {
+            size: u64_at(1),
+            piece_size: u32::from_be_bytes(b[9..13].try_into().expect("4 bytes")),
+            data_id: u64_at(13),
+            stored_at: u64_at(21),
+        })
+    }
+
+    /// Number of pieces.
+    pub fn pieces(&self) -> u32 {
+        self.size.div_ceil(u64::from(self.piece_size)) as u32
+    }
+
+    fn piece_len(&self, idx: u32) -> usize {
+        let start = u64::from(idx) * u64::from(self.piece_size);
+        (self.size - start).min(u64::from(self.piece_size)) as usize
+    }
+}
+
+/// Counts kept in memory for `/v1/stats` and metrics.
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    /// Blobs stored.
+    pub blobs: AtomicU64,
+    /// Sum of their decoded sizes.
+    pub logical_bytes: AtomicU64,
+}
+
+struct Inner {
+    db: DB,
+    path: PathBuf,
+    opts: StoreOptions,
+    next_data_id: AtomicU64,
+    /// Serializes the final existence check and commit of uploads of the same
+    /// digest (striped by the digest's first byte). Held only for the commit.
+    commit_locks: Vec<Mutex<()>>,
+    /// Serializes ref compare-and-swap.
+    refs_lock: Mutex<()>,
+    counters: StoreCounters,
+}
+
+/// The embedded RocksDB blob store. Cheap to clone.
+#[derive(Clone)]
+pub struct RocksStore {
+    inner: Arc<Inner>,
+}
+
+fn meta_key(d: &Digest) -> [u8; DIGEST_LEN + 1] {
+    let mut k = [0u8; DIGEST_LEN + 1];
+    k[0] = d.kind().tag();
+    k[1..].copy_from_slice(d.as_bytes());
+    k
+}
+
+fn digest_of_key(k: &[u8]) -> Option<Digest> {
+    let kind = HashKind::from_tag(*k.first()?)?;
+    Some(Digest::from_bytes(kind, k.get(1..)?.try_into().ok()?))
+}
+
+fn piece_key(data_id: u64, idx: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&data_id.to_be_bytes());
+    k[8..].copy_from_slice(&idx.to_be_bytes());
+    k
+}
+
+fn db_err(e: rocksdb::Error) -> CasError {
+    let s = e.to_string();
+    if s.contains("No space left") || s.contains("ENOSPC") {
+        CasError::InsufficientStorage(s)
+    } else {
+        CasError::Backend(s)
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The entity tag of a ref value.
+pub fn ref_etag(value: &[u8]) -> String {
+    blake3::hash(value).to_hex()[..32].to_string()
+}
+
+/// Reads until `buf` is full or the reader ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// An error from the upload's body (client gone, bad encoding) as opposed to the store.
+fn body_err(e: std::io::Error) -> CasError {
+    match e.kind() {
+        std::io::ErrorKind::InvalidData => CasError::InvalidInput(format!("bad request body: {e}")),
+        _ => CasError::Io(e),
+    }
+}
+
+impl RocksStore {
+    /// Opens (or creates) a store in `path`, cleaning up uploads that a crash interrupted.
+    pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        std::fs::create_dir_all(&path)?;
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.increase_parallelism(2);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_max_total_wal_size(256 << 20);
+        db_opts.set_keep_log_file_num(4);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut o = Options::default();
+            if *name == CF_DATA {
+                // Pieces are compressed by us; big ones go to blob files.
+                o.set_write_buffer_size(32 << 20);
+                o.set_max_write_buffer_number(3);
+                o.set_enable_blob_files(true);
+                o.set_min_blob_size(32 << 10);
+                o.set_blob_file_size(256 << 20);
+                o.set_enable_blob_gc(true);
+            } else {
+                o.set_write_buffer_size(8 << 20);
+            }
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        let db = DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(db_err)?;
+        let store = Self {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                opts,
+                next_data_id: AtomicU64::new(0),
+                commit_locks: (0..64).map(|_| Mutex::new(())).collect(),
+                refs_lock: Mutex::new(()),
+                counters: StoreCounters::default(),
+            }),
+        };
+        store.recover()?;
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        self.inner
+            .db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    /// Deletes pieces of interrupted uploads, then sets the id counter and counts.
+    fn recover(&self) -> Result<()> {
+        let db = &self.inner.db;
+        let (data, staging) = (self.cf(CF_DATA), self.cf(CF_STAGING));
+        let mut abandoned = 0;
+        for item in db.iterator_cf(&staging, IteratorMode::Start) {
+            let (k, _) = item.map_err(db_err)?;
+            let id = u64::from_be_bytes(
+                k[..8]
+                    .try_into()
+                    .map_err(|_| CasError::Corrupt("staging key".into()))?,
+            );
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(&data, piece_key(id, 0), piece_key(id + 1, 0));
+            batch.delete_cf(&staging, k);
+            db.write(batch).map_err(db_err)?;
+            abandoned += 1;
+        }
+        if abandoned > 0 {
+            tracing::warn!(
+                abandoned,
+                "removed pieces of uploads interrupted by a crash"
+            );
+        }
+        let last_id = db
+            .iterator_cf(&data, IteratorMode::End)
+            .next()
+            .transpose()
+            .map_err(db_err)?
+            .and_then(|(k, _)| {
+                k.get(..8)
+                    .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+            });
+        self.inner
+            .next_data_id
+            .store(last_id.map_or(1, |id| id + 1), Ordering::SeqCst);
+        let (mut blobs, mut bytes) = (0, 0);
+        for item in db.iterator_cf(&self.cf(CF_META), IteratorMode::Start) {
+            let (_, v) = item.map_err(db_err)?;
+            blobs += 1;
+            bytes += BlobMeta::decode(&v)?.size;
+        }
+        self.inner.counters.blobs.store(blobs, Ordering::Relaxed);
+        self.inner
+            .counters
+            .logical_bytes
+            .store(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.opts
+    }
+
+    /// Directory of the database.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// In-memory counts.
+    pub fn counters(&self) -> &StoreCounters {
+        &self.inner.counters
+    }
+
+    /// Bytes the database's files take on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.inner.path)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Free bytes on the data dir's filesystem.
+    pub fn free_space(&self) -> Result<u64> {
+        Ok(fs4::available_space(&self.inner.path)?)
+    }
+
+    /// Flushes memtables and the WAL to disk (used on shutdown).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.db.flush_wal(true).map_err(db_err)?;
+        for name in ALL_CFS {
+            self.inner.db.flush_cf(&self.cf(name)).map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// The meta record of a blob.
+    pub fn meta(&self, digest: &Digest) -> Result<Option<BlobMeta>> {
+        let v = self
+            .inner
+            .db
+            .get_pinned_cf(&self.cf(CF_META), meta_key(digest))
+            .map_err(db_err)?;
+        v.map(|v| BlobMeta::decode(&v)).transpose()
+    }
+
+    /// Every stored blob's digest and meta, in key order (for scrub and gc).
+    pub fn list_blobs(&self) -> impl Iterator<Item = Result<(Digest, BlobMeta)>> + '_ {
+        self.inner
+            .db
+            .iterator_cf(&self.cf(CF_META), IteratorMode::Start)
+            .map(|item| {
+                let (k, v) = item.map_err(db_err)?;
+                let d = digest_of_key(&k).ok_or_else(|| CasError::Corrupt("meta key".into()))?;
+                Ok((d, BlobMeta::decode(&v)?))
+            })
+    }
+
+    /// Reads and decodes one piece.
+    pub fn read_piece(&self, meta: &BlobMeta, idx: u32) -> Result<Vec<u8>> {
+        let stored = self
+            .inner
+            .db
+            .get_pinned_cf(&self.cf(CF_DATA), piece_key(meta.data_id, idx))
+            .map_err(db_err)?
+            .ok_or_else(|| {
+                CasError::Corrupt(format!("piece {idx} of data {} is missing", meta.data_id))
+            })?;
+        piece::decode(&stored, meta.piece_len(idx))
+            .map_err(|e| CasError::Corrupt(format!("piece {idx} of data {}: {e}", meta.data_id)))
+    }
+
+    fn check_space(&self, incoming: u64) -> Result<()> {
+        let free = self.free_space()?;
+        let need = incoming.saturating_add(self.inner.opts.min_free_space);
+        if free < need {
+            return Err(CasError::InsufficientStorage(format!(
+                "{free} bytes free on the data dir's filesystem; this upload needs {incoming} plus a reserve of {}",
+                self.inner.opts.min_free_space
+            )));
+        }
+        Ok(())
+    }
+
+    fn write_opts(&self, sync: bool) -> WriteOptions {
+        let mut w = WriteOptions::default();
+        w.set_sync(sync);
+        w
+    }
+
+    /// Stores the bytes of `reader` under `digest`, hashing while it writes.
+    /// Synchronous: call from a blocking context.
+    pub fn put_reader(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+        mut reader: impl Read,
+    ) -> Result<PutOutcome> {
+        let opts = &self.inner.opts;
+        if let Some(size) = size {
+            if size > opts.max_blob_size {
+                return Err(CasError::TooLarge {
+                    size,
+                    limit: opts.max_blob_size,
+                });
+            }
+        }
+        if self.meta(digest)?.is_some() {
+            // Already stored: read the body to keep the connection usable, store nothing.
+            std::io::copy(&mut reader.take(opts.max_blob_size), &mut std::io::sink())
+                .map_err(body_err)?;
+            return Ok(PutOutcome::Existed);
+        }
+        self.check_space(size.unwrap_or(opts.piece_size as u64))?;
+        let data_id = self.inner.next_data_id.fetch_add(1, Ordering::SeqCst);
+        let mut upload = Upload {
+            store: self,
+            data_id,
+            staged: false,
+        };
+        let mut hasher = Hasher::new(digest.kind());
+        let mut buf = vec![0u8; opts.piece_size];
+        let mut total = 0u64;
+        let mut idx = 0u32;
+        let mut last_piece: Option<Vec<u8>> = None;
+        loop {
+            let n = read_full(&mut reader, &mut buf).map_err(body_err)?;
+            total += n as u64;
+            if total > opts.max_blob_size {
+                return Err(CasError::TooLarge {
+                    size: total,
+                    limit: opts.max_blob_size,
+                });
+            }
+            if let Some(size) = size.filter(|s| total > *s) {
+                return Err(CasError::SizeMismatch {
+                    expected: size,
+                    actual: total,
+                });
+            }
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            let encoded = piece::encode(&buf[..n], opts.compression, opts.compression_level);
+            if n < buf.len() && idx == 0 {
+                // The whole blob fits one piece: it is written with the commit, in one batch.
+                last_piece = Some(encoded);
+                break;
+            }
+            upload.write_piece(idx, &encoded)?;
+            idx += 1;
+            if n < buf.len() {
+                break;
+            }
+        }
+        if let Some(size) = size.filter(|s| total != *s) {
+            return Err(CasError::SizeMismatch {
+                expected: size,
+                actual: total,
+            });
+        }
+        let actual = hasher.finalize();
+        if actual != *digest {
+            return Err(CasError::DigestMismatch {
+                expected: *digest,
+                actual,
+            });
+        }
+        let meta = BlobMeta {
+            size: total,
+            piece_size: opts.piece_size as u32,
+            data_id,
+            stored_at: now_secs(),
+        };
+        upload.commit(digest, &meta, last_piece)
+    }
+
+    fn lock_for(&self, digest: &Digest) -> std::sync::MutexGuard<'_, ()> {
+        let i = digest.as_bytes()[0] as usize % self.inner.commit_locks.len();
+        self.inner.commit_locks[i]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Removes a blob; returns whether it existed.
+    pub fn delete_blob(&self, digest: &Digest) -> Result<bool> {
+        let _g = self.lock_for(digest);
+        let Some(meta) = self.meta(digest)? else {
+            return Ok(false);
+        };
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(&self.cf(CF_META), meta_key(digest));
+        batch.delete_range_cf(
+            &self.cf(CF_DATA),
+            piece_key(meta.data_id, 0),
+            piece_key(meta.data_id + 1, 0),
+        );
+        self.inner
+            .db
+            .write_opt(batch, &self.write_opts(self.inner.opts.sync_writes))
+            .map_err(db_err)?;
+        self.inner.counters.blobs.fetch_sub(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .logical_bytes
+            .fetch_sub(meta.size, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// The digests among `digests` that are not stored, in order.
+    pub fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        let cf = self.cf(CF_META);
+        let keys: Vec<_> = digests.iter().map(meta_key).collect();
+        let found = self.inner.db.batched_multi_get_cf(&cf, keys.iter(), false);
+        let mut missing = Vec::new();
+        for (d, r) in digests.iter().zip(found) {
+            if r.map_err(db_err)?.is_none() {
+                missing.push(*d);
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Reads an action-cache value.
+    pub fn ac_get_sync(&self, key: &Digest) -> Result<Option<Bytes>> {
+        let v = self
+            .inner
+            .db
+            .get_cf(&self.cf(CF_AC), meta_key(key))
+            .map_err(db_err)?;
+        Ok(v.map(Bytes::from))
+    }
+
+    /// Writes an action-cache value.
+    pub fn ac_put_sync(&self, key: &Digest, value: &[u8]) -> Result<()> {
+        if value.len() > MAX_AC_VALUE {
+            return Err(CasError::TooLarge {
+                size: value.len() as u64,
+                limit: MAX_AC_VALUE as u64,
+            });
+        }
+        let w = self.write_opts(self.inner.opts.sync_writes);
+        self.inner
+            .db
+            .put_cf_opt(&self.cf(CF_AC), meta_key(key), value, &w)
+            .map_err(db_err)
+    }
+
+    /// Reads a ref.
+    pub fn ref_get_sync(&self, name: &str) -> Result<Option<RefValue>> {
+        validate_ref_name(name).map_err(CasError::InvalidInput)?;
+        let v = self
+            .inner
+            .db
+            .get_cf(&self.cf(CF_REFS), name.as_bytes())
+            .map_err(db_err)?;
+        Ok(v.map(|v| RefValue {
+            etag: ref_etag(&v),
+            value: Bytes::from(v),
+        }))
+    }
+
+    fn check_cond(&self, name: &str, cond: &RefCondition) -> Result<Option<RefValue>> {
+        let current = self.ref_get_sync(name)?;
+        let ok = match (cond, &current) {
+            (RefCondition::Always, _) => true,
+            (RefCondition::IfAbsent, cur) => cur.is_none(),
+            (RefCondition::IfMatch(tag), Some(cur)) => cur.etag == *tag,
+            (RefCondition::IfMatch(_), None) => false,
+        };
+        if ok {
+            Ok(current)
+        } else {
+            Err(CasError::PreconditionFailed {
+                name: name.to_string(),
+            })
+        }
+    }
+
+    /// Writes a ref if `cond` holds.
+    pub fn ref_put_sync(&self, name: &str, value: &[u8], cond: &RefCondition) -> Result<String> {
+        if value.len() > MAX_REF_VALUE {
+            return Err(CasError::TooLarge {
+                size: value.len() as u64,
+                limit: MAX_REF_VALUE as u64,
+            });
+        }
+        let _g = self
+            .inner
+            .refs_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.check_cond(name, cond)?;
+        let w = self.write_opts(self.inner.opts.sync_writes);
+        self.inner
+            .db
+            .put_cf_opt(&self.cf(CF_REFS), name.as_bytes(), value, &w)
+            .map_err(db_err)?;
+        Ok(ref_etag(value))
+    }
+
+    /// Deletes a ref if `cond` holds.
+    pub fn ref_delete_sync(&self, name: &str, cond: &RefCondition) -> Result<bool> {
+        let _g = self
+            .inner
+            .refs_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let current = self.check_cond(name, cond)?;
+        if current.is_none() {
+            return Ok(false);
+        }
+        let w = self.write_opts(self.inner.opts.sync_writes);
+        self.inner
+            .db
+            .delete_cf_opt(&self.cf(CF_REFS), name.as_bytes(), &w)
+            .map_err(db_err)?;
+        Ok(true)
+    }
+
+    /// Ref names starting with `prefix`.
+    pub fn ref_list_sync(&self, prefix: &str) -> Result<Vec<String>> {
+        let cf = self.cf(CF_REFS);
+        let mode = IteratorMode::From(prefix.as_bytes(), rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.inner.db.iterator_cf(&cf, mode) {
+            let (k, _) = item.map_err(db_err)?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            out.push(String::from_utf8_lossy(&k).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// Runs `f` on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(RocksStore) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(store))
+            .await
+            .map_err(|e| CasError::Backend(format!("store task failed: {e}")))?
+    }
+}
+
+/// An upload in progress; dropping it without `commit` removes what it wrote.
+struct Upload<'a> {
+    store: &'a RocksStore,
+    data_id: u64,
+    staged: bool,
+}
+
+impl Upload<'_> {
+    fn write_piece(&mut self, idx: u32, encoded: &[u8]) -> Result<()> {
+        let db = &self.store.inner.db;
+        let w = self.store.write_opts(false);
+        if !self.staged {
+            db.put_cf_opt(
+                &self.store.cf(CF_STAGING),
+                self.data_id.to_be_bytes(),
+                [],
+                &w,
+            )
+            .map_err(db_err)?;
+            self.staged = true;
+        }
+        db.put_cf_opt(
+            &self.store.cf(CF_DATA),
+            piece_key(self.data_id, idx),
+            encoded,
+            &w,
+        )
+        .map_err(db_err)
+    }
+
+    fn commit(
+        mut self,
+        digest: &Digest,
+        meta: &BlobMeta,
+        single_piece: Option<Vec<u8>>,
+    ) -> Result<PutOutcome> {
+        let store = self.store;
+        let _g = store.lock_for(digest);
+        if store.meta(digest)?.is_some() {
+            // A concurrent upload of the same blob committed first; ours is dropped.
+            return Ok(PutOutcome::Existed);
+        }
+        let mut batch = WriteBatch::default();
+        if let Some(p) = &single_piece {
+            batch.put_cf(&store.cf(CF_DATA), piece_key(self.data_id, 0), p);
+        }
+        batch.put_cf(&store.cf(CF_META), meta_key(digest), meta.encode());
+        if self.staged {
+            batch.delete_cf(&store.cf(CF_STAGING), self.data_id.to_be_bytes());
+        }
+        store
+            .inner
+            .db
+            .write_opt(batch, &store.write_opts(store.inner.opts.sync_writes))
+            .map_err(db_err)?;
+        self.staged = false;
+        self.data_id = u64::MAX; // committed: nothing to clean up
+        store.inner.counters.blobs.fetch_add(1, Ordering::Relaxed);
+        store
+            .inner
+            .counters
+            .logical_bytes
+            .fetch_add(meta.size, Ordering::Relaxed);
+        Ok(PutOutcome::Created)
+    }
+}
+
+impl Drop for Upload<'_> {
+    fn drop(&mut self) {
+        if !self.staged {
+            return;
+        }
+        let (db, s) = (&self.store.inner.db, self.store);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            &s.cf(CF_DATA),
+            piece_key(self.data_id, 0),
+            piece_key(self.data_id + 1, 0),
+        );
+        batch.delete_cf(&s.cf(CF_STAGING), self.data_id.to_be_bytes());
+        if let Err(e) = db.write(batch) {
+            // The staging entry stays; the next open cleans up.
+            tracing::warn!(data_id = self.data_id, error = %e, "could not remove an abandoned upload");
+        }
+    }
+}
+
+/// Streams pieces `first..=last` of a blob, sliced to `range`, from a blocking
+/// thread through a small channel (bounded memory). With `verify`, the whole
+/// blob is re-hashed and a mismatch ends the stream with an error.
+fn stream_pieces(
+    store: RocksStore,
+    digest: Digest,
+    meta: BlobMeta,
+    range: std::ops::Range<u64>,
+    verify: bool,
+) -> ByteStream {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let ps = u64::from(meta.piece_size);
+        let first = (range.start / ps) as u32;
+        let last = ((range.end.max(1) - 1) / ps) as u32;
+        let mut hasher = verify.then(|| Hasher::new(digest.kind()));
+        for idx in first..=last.min(meta.pieces().saturating_sub(1)) {
+            let piece = match store.read_piece(&meta, idx) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    return;
+                }
+            };
+            if let Some(h) = &mut hasher {
+                h.update(&piece);
+            }
+            let base = u64::from(idx) * ps;
+            let lo = range.start.saturating_sub(base) as usize;
+            let hi = ((range.end - base) as usize).min(piece.len());
+            let mut chunk = Bytes::from(piece);
+            if lo > 0 || hi < chunk.len() {
+                chunk = chunk.slice(lo..hi);
+            }
+            let is_last = idx == last;
+            if let Some(h) = hasher.as_ref().filter(|_| is_last) {
+                let actual = h.finalize();
+                if actual != digest {
+                    tracing::error!(%digest, %actual, "stored blob fails verification; aborting the read");
+                    let _ = tx.blocking_send(Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("stored blob {digest} is corrupt"),
+                    )));
+                    return;
+                }
+            }
+            if tx.blocking_send(Ok(chunk)).is_err() {
+                return; // reader went away
+            }
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+#[async_trait::async_trait]
+impl Cas for RocksStore {
+    async fn find_missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        let digests = digests.to_vec();
+        self.blocking(move |s| s.missing(&digests)).await
+    }
+
+    async fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
+        let d = *digest;
+        Ok(self
+            .blocking(move |s| s.meta(&d))
+            .await?
+            .map(|m| BlobInfo { size: m.size }))
+    }
+
+    async fn get(&self, digest: &Digest, range: Option<ByteRange>) -> Result<Blob> {
+        let d = *digest;
+        let meta = self
+            .blocking(move |s| s.meta(&d))
+            .await?
+            .ok_or_else(|| CasError::not_found(format!("blob {d}")))?;
+        let span = match range {
+            None => 0..meta.size,
+            Some(r) => r
+                .resolve(meta.size)
+                .ok_or(CasError::RangeNotSatisfiable { size: meta.size })?,
+        };
+        let whole = span == (0..meta.size);
+        let verify = whole && self.inner.opts.verify_reads;
+        if meta.pieces() <= 1 {
+            // Small blob: read, verify and slice in one go, never sending unverified bytes.
+            let span2 = span.clone();
+            let data = self
+                .blocking(move |s| {
+                    let piece = if meta.size == 0 {
+                        Vec::new()
+                    } else {
+                        s.read_piece(&meta, 0)?
+                    };
+                    if verify && d.kind().digest(&piece) != d {
+                        tracing::error!(digest = %d, "stored blob fails verification");
+                        return Err(CasError::Corrupt(format!(
+                            "stored blob {d} fails verification"
+                        )));
+                    }
+                    Ok(Bytes::from(piece).slice(span2.start as usize..span2.end as usize))
+                })
+                .await?;
+            return Ok(Blob {
+                size: meta.size,
+                range: span,
+                body: reprovm_sdk::cas::bytes_stream(data),
+            });
+        }
+        let body = stream_pieces(self.clone(), d, meta, span.clone(), verify);
+        Ok(Blob {
+            size: meta.size,
+            range: span,
+            body,
+        })
+    }
+
+    async fn put(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+        body: ByteStream,
+    ) -> Result<PutOutcome> {
+        let d = *digest;
+        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
+        self.blocking(move |s| s.put_reader(&d, size, reader)).await
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<bool> {
+        let d = *digest;
+        self.blocking(move |s| s.delete_blob(&d)).await
+    }
+
+    async fn ac_get(&self, key: &Digest) -> Result<Option<Bytes>> {
+        let k = *key;
+        self.blocking(move |s| s.ac_get_sync(&k)).await
+    }
+
+    async fn ac_put(&self, key: &Digest, value: Bytes) -> Result<()> {
+        let k = *key;
+        self.blocking(move |s| s.ac_put_sync(&k, &value)).await
+    }
+
+    async fn ref_get(&self, name: &str) -> Result<Option<RefValue>> {
+        let n = name.to_string();
+        self.blocking(move |s| s.ref_get_sync(&n)).await
+    }
+
+    async fn ref_put(&self, name: &str, value: Bytes, cond: RefCondition) -> Result<String> {
+        let n = name.to_string();
+        self.blocking(move |s| s.ref_put_sync(&n, &value, &cond))
+            .await
+    }
+
+    async fn ref_delete(&self, name: &str, cond: RefCondition) -> Result<bool> {
+        let n = name.to_string();
+        self.blocking(move |s| s.ref_delete_sync(&n, &cond)).await
+    }
+
+    async fn ref_list(&self, prefix: &str) -> Result<Vec<String>> {
+        let p = prefix.to_string();
+        self.blocking(move |s| s.ref_list_sync(&p)).await
+    }
+}

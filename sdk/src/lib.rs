@@ -1,0 +1,28 @@
+//! # reprovm-sdk
+//!
+//! The client library and protocol types that cas-server, the `reprovm`
+//! executor and third parties share.
+//!
+//! ## Layout
+//! - [`digest`]: [`Digest`] (BLAKE3-256 or SHA-256, 64 lowercase hex) and incremental hashing.
+//! - [`proto`]: wire types of the blob protocol — JSON bodies, `Range`, encodings, batch frames, ref names.
+//! - [`cas`]: the [`Cas`] trait every store implements, and [`CasExt`] conveniences.
+//! - [`error`]: [`CasError`], with the HTTP status and code of each case.
+//! - [`client`]: [`HttpCas`], the streaming HTTP client of a cas-server, with retries.
+//! - [`codec`]: streaming zstd/lz4 encoding and decoding of byte streams.
+//! - [`verify`]: stream adapters that check digests on the fly.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cas;
+pub mod client;
+pub mod codec;
+pub mod digest;
+pub mod error;
+pub mod proto;
+pub mod verify;
+
+pub use cas::{Blob, BlobInfo, ByteStream, Cas, CasExt, PutOutcome, RefCondition, RefValue};
+pub use client::{HttpCas, RetryPolicy};
+pub use digest::{Digest, HashKind, Hasher};
+pub use error::{CasError, Result};
