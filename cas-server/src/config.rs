@@ -14,9 +14,7 @@ impl ByteSize {
     /// Parses `"50GiB"`, `"10 MB"`, `"4096"`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
+        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let num: f64 = num
             .parse()
@@ -31,9 +29,11 @@ impl ByteSize {
             "gib" => 1 << 30,
             "t" | "tb" => 1000u64.pow(4),
             "tib" => 1 << 40,
-            other => return Err(format!(
-                "invalid size unit {other:?} in {s:?}: use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB"
-            )),
+            other => {
+                return Err(format!(
+                    "invalid size unit {other:?} in {s:?}: use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB"
+                ))
+            }
         };
         Ok(Self((num * mult as f64) as u64))
     }
@@ -257,10 +257,7 @@ impl Config {
                 _ => Err(bad(var, v, "expected true or false")),
             }
         }
-        fn parse_enum<T: serde::de::DeserializeOwned>(
-            var: &'static str,
-            v: &str,
-        ) -> Result<T, ConfigError> {
+        fn parse_enum<T: serde::de::DeserializeOwned>(var: &'static str, v: &str) -> Result<T, ConfigError> {
             T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(v))
                 .map_err(|e| bad(var, v, e))
         }
@@ -303,9 +300,7 @@ impl Config {
             self.remote.get_or_insert_with(RemoteConfig::default).url = v;
         }
         if let Some(v) = env("CAS_REMOTE_ENDPOINT") {
-            self.remote
-                .get_or_insert_with(RemoteConfig::default)
-                .endpoint = Some(v);
+            self.remote.get_or_insert_with(RemoteConfig::default).endpoint = Some(v);
         }
         if let Some(v) = env("CAS_ALLOW_ANONYMOUS_READ") {
             self.auth.allow_anonymous_read = parse_bool("CAS_ALLOW_ANONYMOUS_READ", &v)?;

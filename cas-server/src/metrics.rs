@@ -19,8 +19,7 @@ pub struct Metrics {
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 impl Metrics {
@@ -44,8 +43,7 @@ impl Metrics {
     /// Records one answered request.
     pub fn request(&self, route: &'static str, method: &str, status: u16, elapsed: Duration) {
         counter!("reprovm_http_requests_total", "route" => route, "method" => method.to_string(), "status" => status.to_string()).increment(1);
-        histogram!("reprovm_http_request_duration_seconds", "route" => route)
-            .record(elapsed.as_secs_f64());
+        histogram!("reprovm_http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
     }
 
     /// Request body bytes received.

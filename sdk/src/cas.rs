@@ -91,8 +91,7 @@ pub trait Cas: Send + Sync + 'static {
 
     /// Stores the bytes of `body` under `digest`, verifying them while they
     /// stream. `size`, when known, is checked too. On any error nothing is stored.
-    async fn put(&self, digest: &Digest, size: Option<u64>, body: ByteStream)
-        -> Result<PutOutcome>;
+    async fn put(&self, digest: &Digest, size: Option<u64>, body: ByteStream) -> Result<PutOutcome>;
 
     /// Removes a blob. Returns whether it existed.
     async fn delete(&self, digest: &Digest) -> Result<bool>;
@@ -121,10 +120,7 @@ pub trait Cas: Send + Sync + 'static {
 pub trait CasExt: Cas {
     /// Whether one blob is present.
     async fn contains(&self, digest: &Digest) -> Result<bool> {
-        Ok(self
-            .find_missing(std::slice::from_ref(digest))
-            .await?
-            .is_empty())
+        Ok(self.find_missing(std::slice::from_ref(digest)).await?.is_empty())
     }
 
     /// Stores an in-memory blob under its BLAKE3 digest and returns the digest.
@@ -190,12 +186,7 @@ impl<T: Cas + ?Sized> Cas for Arc<T> {
     async fn get(&self, digest: &Digest, range: Option<ByteRange>) -> Result<Blob> {
         (**self).get(digest, range).await
     }
-    async fn put(
-        &self,
-        digest: &Digest,
-        size: Option<u64>,
-        body: ByteStream,
-    ) -> Result<PutOutcome> {
+    async fn put(&self, digest: &Digest, size: Option<u64>, body: ByteStream) -> Result<PutOutcome> {
         (**self).put(digest, size, body).await
     }
     async fn delete(&self, digest: &Digest) -> Result<bool> {

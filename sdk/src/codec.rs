@@ -42,10 +42,7 @@ pub fn decode_stream(encoding: Encoding, body: ByteStream) -> ByteStream {
             match reader.read(&mut buf) {
                 Ok(0) => return,
                 Ok(n) => {
-                    if tx
-                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                        .is_err()
-                    {
+                    if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
                         return;
                     }
                 }
@@ -63,12 +60,9 @@ pub fn decode_stream(encoding: Encoding, body: ByteStream) -> ByteStream {
 fn invalid(e: std::io::Error) -> std::io::Error {
     match e.kind() {
         // Errors of the underlying body (client went away) keep their kind.
-        std::io::ErrorKind::UnexpectedEof
-        | std::io::ErrorKind::InvalidData
-        | std::io::ErrorKind::Other => std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("corrupt compressed body: {e}"),
-        ),
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData | std::io::ErrorKind::Other => {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("corrupt compressed body: {e}"))
+        }
         _ => e,
     }
 }
@@ -83,9 +77,7 @@ impl Write for ChannelWriter {
         if !buf.is_empty() {
             self.tx
                 .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-                .map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "reader went away")
-                })?;
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "reader went away"))?;
         }
         Ok(buf.len())
     }
@@ -136,18 +128,11 @@ mod tests {
 
     #[tokio::test]
     async fn round_trips() {
-        let data: Bytes = (0..3_000_000u32)
-            .map(|i| (i % 251) as u8)
-            .collect::<Vec<_>>()
-            .into();
+        let data: Bytes = (0..3_000_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
         for enc in [Encoding::Zstd, Encoding::Lz4] {
-            let encoded = collect(encode_stream(
-                enc,
-                3,
-                crate::cas::bytes_stream(data.clone()),
-            ))
-            .await
-            .unwrap();
+            let encoded = collect(encode_stream(enc, 3, crate::cas::bytes_stream(data.clone())))
+                .await
+                .unwrap();
             assert!(encoded.len() < data.len() / 10);
             let decoded = collect(decode_stream(enc, crate::cas::bytes_stream(encoded.into())))
                 .await
@@ -165,11 +150,7 @@ mod tests {
             ))
             .await
             .unwrap_err();
-            assert_eq!(
-                err.kind(),
-                std::io::ErrorKind::InvalidData,
-                "{enc:?}: {err}"
-            );
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{enc:?}: {err}");
         }
     }
 }

@@ -75,10 +75,7 @@ impl Digest {
         if s.len() != DIGEST_LEN * 2 {
             return Err(err("expected 64 hex characters"));
         }
-        if !s
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(err("expected lowercase hex characters [0-9a-f]"));
         }
         let mut out = [0u8; DIGEST_LEN];

@@ -18,9 +18,7 @@ pub fn empty() -> Body {
 
 /// An in-memory body.
 pub fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Full::new(data.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
 /// A streamed body.
@@ -48,20 +46,11 @@ pub async fn collect_limited(body: Incoming, limit: usize) -> Result<Bytes, ApiE
     let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(ApiError::new(
-                413,
-                "too_large",
-                format!("request body exceeds {limit} bytes"),
-            ))
-        }
-        Err(e) => Err(ApiError::new(
-            400,
-            "bad_body",
-            format!("reading request body: {e}"),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::new(
+            413,
+            "too_large",
+            format!("request body exceeds {limit} bytes"),
         )),
+        Err(e) => Err(ApiError::new(400, "bad_body", format!("reading request body: {e}"))),
     }
 }

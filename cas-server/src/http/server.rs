@@ -87,29 +87,20 @@ pub async fn serve(
     drop(listener);
     tracing::info!("shutting down: finishing in-flight requests");
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(?grace, "grace period over; closing remaining connections");
     }
     Ok(())
 }
 
-async fn handle(
-    state: Arc<AppState>,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let (route, resp) = routes::dispatch(&state, req).await;
     let status = resp.status().as_u16();
     let elapsed = start.elapsed();
-    state
-        .metrics
-        .request(route, method.as_str(), status, elapsed);
+    state.metrics.request(route, method.as_str(), status, elapsed);
     tracing::info!(
         target: "access",
         %peer,

@@ -43,10 +43,7 @@ pub fn decode(stored: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
         t => return Err(format!("unknown piece tag {t}")),
     };
     if out.len() != raw_len {
-        return Err(format!(
-            "piece decodes to {} bytes, expected {raw_len}",
-            out.len()
-        ));
+        return Err(format!("piece decodes to {} bytes, expected {raw_len}", out.len()));
     }
     Ok(out)
 }
@@ -58,9 +55,7 @@ mod tests {
     #[test]
     fn round_trip_each_codec() {
         let text = b"hello hello hello hello hello hello hello hello".repeat(100);
-        let noise: Vec<u8> = (0..5000u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
+        let noise: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
         for c in [Compression::Zstd, Compression::Lz4, Compression::None] {
             for data in [&text[..], &noise[..], &[][..]] {
                 let enc = encode(data, c, 3);

@@ -26,9 +26,7 @@ use reprovm_sdk::cas::{Blob, BlobInfo, ByteStream, Cas, PutOutcome, RefCondition
 use reprovm_sdk::digest::{Digest, HashKind, Hasher, DIGEST_LEN};
 use reprovm_sdk::error::{CasError, Result};
 use reprovm_sdk::proto::{validate_ref_name, ByteRange, MAX_AC_VALUE, MAX_REF_VALUE};
-use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB,
-};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
 use super::piece;
 use crate::config::Compression;
@@ -262,10 +260,7 @@ impl RocksStore {
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {
-        self.inner
-            .db
-            .cf_handle(name)
-            .expect("column family created at open")
+        self.inner.db.cf_handle(name).expect("column family created at open")
     }
 
     /// Deletes pieces of interrupted uploads, then sets the id counter and counts.
@@ -275,11 +270,7 @@ impl RocksStore {
         let mut abandoned = 0;
         for item in db.iterator_cf(&staging, IteratorMode::Start) {
             let (k, _) = item.map_err(db_err)?;
-            let id = u64::from_be_bytes(
-                k[..8]
-                    .try_into()
-                    .map_err(|_| CasError::Corrupt("staging key".into()))?,
-            );
+            let id = u64::from_be_bytes(k[..8].try_into().map_err(|_| CasError::Corrupt("staging key".into()))?);
             let mut batch = WriteBatch::default();
             batch.delete_range_cf(&data, piece_key(id, 0), piece_key(id + 1, 0));
             batch.delete_cf(&staging, k);
@@ -287,20 +278,14 @@ impl RocksStore {
             abandoned += 1;
         }
         if abandoned > 0 {
-            tracing::warn!(
-                abandoned,
-                "removed pieces of uploads interrupted by a crash"
-            );
+            tracing::warn!(abandoned, "removed pieces of uploads interrupted by a crash");
         }
         let last_id = db
             .iterator_cf(&data, IteratorMode::End)
             .next()
             .transpose()
             .map_err(db_err)?
-            .and_then(|(k, _)| {
-                k.get(..8)
-                    .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-            });
+            .and_then(|(k, _)| k.get(..8).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes"))));
         self.inner
             .next_data_id
             .store(last_id.map_or(1, |id| id + 1), Ordering::SeqCst);
@@ -311,10 +296,7 @@ impl RocksStore {
             bytes += BlobMeta::decode(&v)?.size;
         }
         self.inner.counters.blobs.store(blobs, Ordering::Relaxed);
-        self.inner
-            .counters
-            .logical_bytes
-            .store(bytes, Ordering::Relaxed);
+        self.inner.counters.logical_bytes.store(bytes, Ordering::Relaxed);
         Ok(())
     }
 
@@ -336,11 +318,7 @@ impl RocksStore {
     /// Bytes the database's files take on disk.
     pub fn disk_bytes(&self) -> u64 {
         std::fs::read_dir(&self.inner.path)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok()?.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
+            .map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
             .unwrap_or(0)
     }
 
@@ -387,9 +365,7 @@ impl RocksStore {
             .db
             .get_pinned_cf(&self.cf(CF_DATA), piece_key(meta.data_id, idx))
             .map_err(db_err)?
-            .ok_or_else(|| {
-                CasError::Corrupt(format!("piece {idx} of data {} is missing", meta.data_id))
-            })?;
+            .ok_or_else(|| CasError::Corrupt(format!("piece {idx} of data {} is missing", meta.data_id)))?;
         piece::decode(&stored, meta.piece_len(idx))
             .map_err(|e| CasError::Corrupt(format!("piece {idx} of data {}: {e}", meta.data_id)))
     }
@@ -414,12 +390,7 @@ impl RocksStore {
 
     /// Stores the bytes of `reader` under `digest`, hashing while it writes.
     /// Synchronous: call from a blocking context.
-    pub fn put_reader(
-        &self,
-        digest: &Digest,
-        size: Option<u64>,
-        mut reader: impl Read,
-    ) -> Result<PutOutcome> {
+    pub fn put_reader(&self, digest: &Digest, size: Option<u64>, mut reader: impl Read) -> Result<PutOutcome> {
         let opts = &self.inner.opts;
         if let Some(size) = size {
             if size > opts.max_blob_size {
@@ -431,8 +402,7 @@ impl RocksStore {
         }
         if self.meta(digest)?.is_some() {
             // Already stored: read the body to keep the connection usable, store nothing.
-            std::io::copy(&mut reader.take(opts.max_blob_size), &mut std::io::sink())
-                .map_err(body_err)?;
+            std::io::copy(&mut reader.take(opts.max_blob_size), &mut std::io::sink()).map_err(body_err)?;
             return Ok(PutOutcome::Existed);
         }
         self.check_space(size.unwrap_or(opts.piece_size as u64))?;
@@ -502,9 +472,7 @@ impl RocksStore {
 
     fn lock_for(&self, digest: &Digest) -> std::sync::MutexGuard<'_, ()> {
         let i = digest.as_bytes()[0] as usize % self.inner.commit_locks.len();
-        self.inner.commit_locks[i]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.inner.commit_locks[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Removes a blob; returns whether it existed.
@@ -548,11 +516,7 @@ impl RocksStore {
 
     /// Reads an action-cache value.
     pub fn ac_get_sync(&self, key: &Digest) -> Result<Option<Bytes>> {
-        let v = self
-            .inner
-            .db
-            .get_cf(&self.cf(CF_AC), meta_key(key))
-            .map_err(db_err)?;
+        let v = self.inner.db.get_cf(&self.cf(CF_AC), meta_key(key)).map_err(db_err)?;
         Ok(v.map(Bytes::from))
     }
 
@@ -596,9 +560,7 @@ impl RocksStore {
         if ok {
             Ok(current)
         } else {
-            Err(CasError::PreconditionFailed {
-                name: name.to_string(),
-            })
+            Err(CasError::PreconditionFailed { name: name.to_string() })
         }
     }
 
@@ -610,11 +572,7 @@ impl RocksStore {
                 limit: MAX_REF_VALUE as u64,
             });
         }
-        let _g = self
-            .inner
-            .refs_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _g = self.inner.refs_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.check_cond(name, cond)?;
         let w = self.write_opts(self.inner.opts.sync_writes);
         self.inner
@@ -626,11 +584,7 @@ impl RocksStore {
 
     /// Deletes a ref if `cond` holds.
     pub fn ref_delete_sync(&self, name: &str, cond: &RefCondition) -> Result<bool> {
-        let _g = self
-            .inner
-            .refs_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _g = self.inner.refs_lock.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.check_cond(name, cond)?;
         if current.is_none() {
             return Ok(false);
@@ -659,10 +613,7 @@ impl RocksStore {
     }
 
     /// Runs `f` on the blocking pool.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(RocksStore) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(RocksStore) -> Result<T> + Send + 'static) -> Result<T> {
         let store = self.clone();
         tokio::task::spawn_blocking(move || f(store))
             .await
@@ -682,30 +633,15 @@ impl Upload<'_> {
         let db = &self.store.inner.db;
         let w = self.store.write_opts(false);
         if !self.staged {
-            db.put_cf_opt(
-                &self.store.cf(CF_STAGING),
-                self.data_id.to_be_bytes(),
-                [],
-                &w,
-            )
-            .map_err(db_err)?;
+            db.put_cf_opt(&self.store.cf(CF_STAGING), self.data_id.to_be_bytes(), [], &w)
+                .map_err(db_err)?;
             self.staged = true;
         }
-        db.put_cf_opt(
-            &self.store.cf(CF_DATA),
-            piece_key(self.data_id, idx),
-            encoded,
-            &w,
-        )
-        .map_err(db_err)
+        db.put_cf_opt(&self.store.cf(CF_DATA), piece_key(self.data_id, idx), encoded, &w)
+            .map_err(db_err)
     }
 
-    fn commit(
-        mut self,
-        digest: &Digest,
-        meta: &BlobMeta,
-        single_piece: Option<Vec<u8>>,
-    ) -> Result<PutOutcome> {
+    fn commit(mut self, digest: &Digest, meta: &BlobMeta, single_piece: Option<Vec<u8>>) -> Result<PutOutcome> {
         let store = self.store;
         let _g = store.lock_for(digest);
         if store.meta(digest)?.is_some() {
@@ -854,9 +790,7 @@ impl Cas for RocksStore {
                     };
                     if verify && d.kind().digest(&piece) != d {
                         tracing::error!(digest = %d, "stored blob fails verification");
-                        return Err(CasError::Corrupt(format!(
-                            "stored blob {d} fails verification"
-                        )));
+                        return Err(CasError::Corrupt(format!("stored blob {d} fails verification")));
                     }
                     Ok(Bytes::from(piece).slice(span2.start as usize..span2.end as usize))
                 })
@@ -875,12 +809,7 @@ impl Cas for RocksStore {
         })
     }
 
-    async fn put(
-        &self,
-        digest: &Digest,
-        size: Option<u64>,
-        body: ByteStream,
-    ) -> Result<PutOutcome> {
+    async fn put(&self, digest: &Digest, size: Option<u64>, body: ByteStream) -> Result<PutOutcome> {
         let d = *digest;
         let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
         self.blocking(move |s| s.put_reader(&d, size, reader)).await
@@ -908,8 +837,7 @@ impl Cas for RocksStore {
 
     async fn ref_put(&self, name: &str, value: Bytes, cond: RefCondition) -> Result<String> {
         let n = name.to_string();
-        self.blocking(move |s| s.ref_put_sync(&n, &value, &cond))
-            .await
+        self.blocking(move |s| s.ref_put_sync(&n, &value, &cond)).await
     }
 
     async fn ref_delete(&self, name: &str, cond: RefCondition) -> Result<bool> {

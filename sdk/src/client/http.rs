@@ -46,8 +46,8 @@ impl HttpCasBuilder {
 
     /// Validates the URL and builds the client.
     pub fn build(self) -> Result<HttpCas> {
-        let url = url::Url::parse(&self.url)
-            .map_err(|e| CasError::InvalidInput(format!("bad URL {:?}: {e}", self.url)))?;
+        let url =
+            url::Url::parse(&self.url).map_err(|e| CasError::InvalidInput(format!("bad URL {:?}: {e}", self.url)))?;
         if url.scheme() != "http" {
             return Err(CasError::InvalidInput(format!(
                 "unsupported scheme {:?} in {:?}: expected http://host:port",
@@ -151,19 +151,17 @@ impl HttpCas {
             for (name, value) in headers {
                 req.headers_mut().insert(
                     name,
-                    HeaderValue::from_str(value)
-                        .map_err(|e| CasError::InvalidInput(e.to_string()))?,
+                    HeaderValue::from_str(value).map_err(|e| CasError::InvalidInput(e.to_string()))?,
                 );
             }
-            let result = self.client.request(req).await.map_err(|e| {
-                CasError::Unavailable(format!("{} {path}: {}", self.base, error_chain(&e)))
-            });
+            let result = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| CasError::Unavailable(format!("{} {path}: {}", self.base, error_chain(&e))));
             let retry = match &result {
                 Err(_) => true,
-                Ok(resp) => {
-                    resp.status().is_server_error()
-                        && resp.status() != StatusCode::INSUFFICIENT_STORAGE
-                }
+                Ok(resp) => resp.status().is_server_error() && resp.status() != StatusCode::INSUFFICIENT_STORAGE,
             };
             if !retry || attempt >= self.retry.max_attempts {
                 return result;
@@ -213,9 +211,7 @@ async fn error_of(resp: Response<Incoming>, what: &str) -> CasError {
     };
     match status {
         404 => CasError::not_found(what),
-        412 => CasError::PreconditionFailed {
-            name: what.to_string(),
-        },
+        412 => CasError::PreconditionFailed { name: what.to_string() },
         413 => CasError::TooLarge { size: 0, limit: 0 },
         416 => CasError::RangeNotSatisfiable { size: 0 },
         401 | 403 => CasError::Unauthorized {
@@ -223,11 +219,7 @@ async fn error_of(resp: Response<Incoming>, what: &str) -> CasError {
             message,
         },
         507 => CasError::InsufficientStorage(message),
-        _ => CasError::Remote {
-            status,
-            code,
-            message,
-        },
+        _ => CasError::Remote { status, code, message },
     }
 }
 
@@ -256,8 +248,7 @@ fn cond_headers(cond: &RefCondition) -> Vec<(header::HeaderName, String)> {
 impl Cas for HttpCas {
     async fn find_missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
         let mut missing = Vec::new();
-        let (sha, blake): (Vec<Digest>, Vec<Digest>) =
-            digests.iter().partition(|d| d.kind() == HashKind::Sha256);
+        let (sha, blake): (Vec<Digest>, Vec<Digest>) = digests.iter().partition(|d| d.kind() == HashKind::Sha256);
         for chunk in blake.chunks(proto::MAX_MISSING_DIGESTS) {
             let body = serde_json::to_vec(&MissingRequest {
                 digests: chunk.to_vec(),
@@ -291,9 +282,7 @@ impl Cas for HttpCas {
     }
 
     async fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
-        let resp = self
-            .send_empty(Method::HEAD, &Self::blob_path(digest))
-            .await?;
+        let resp = self.send_empty(Method::HEAD, &Self::blob_path(digest)).await?;
         match resp.status() {
             StatusCode::OK => Ok(Some(BlobInfo {
                 size: header_u64(&resp, header::CONTENT_LENGTH).unwrap_or(0),
@@ -304,17 +293,9 @@ impl Cas for HttpCas {
     }
 
     async fn get(&self, digest: &Digest, range: Option<ByteRange>) -> Result<Blob> {
-        let headers: Vec<_> = range
-            .iter()
-            .map(|r| (header::RANGE, r.to_header()))
-            .collect();
+        let headers: Vec<_> = range.iter().map(|r| (header::RANGE, r.to_header())).collect();
         let resp = self
-            .send(
-                Method::GET,
-                &Self::blob_path(digest),
-                Bytes::new(),
-                &headers,
-            )
+            .send(Method::GET, &Self::blob_path(digest), Bytes::new(), &headers)
             .await?;
         let status = resp.status();
         if !status.is_success() {
@@ -361,12 +342,7 @@ impl Cas for HttpCas {
         Ok(Blob { size, range, body })
     }
 
-    async fn put(
-        &self,
-        digest: &Digest,
-        size: Option<u64>,
-        body: ByteStream,
-    ) -> Result<PutOutcome> {
+    async fn put(&self, digest: &Digest, size: Option<u64>, body: ByteStream) -> Result<PutOutcome> {
         let stream_body = StreamBody::new(body.map_ok(Frame::data));
         let mut req = self.request(
             Method::PUT,
@@ -377,18 +353,20 @@ impl Cas for HttpCas {
             req.headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
         }
-        let resp = self.client.request(req).await.map_err(|e| {
-            CasError::Unavailable(format!("PUT blob {digest}: {}", error_chain(&e)))
-        })?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| CasError::Unavailable(format!("PUT blob {digest}: {}", error_chain(&e))))?;
         match resp.status() {
             StatusCode::CREATED => Ok(PutOutcome::Created),
             StatusCode::OK => Ok(PutOutcome::Existed),
             StatusCode::BAD_REQUEST => {
                 let err = error_of(resp, &format!("blob {digest}")).await;
                 match &err {
-                    CasError::Remote { code, message, .. } if code == "digest_mismatch" => Err(
-                        CasError::Corrupt(format!("server refused blob {digest}: {message}")),
-                    ),
+                    CasError::Remote { code, message, .. } if code == "digest_mismatch" => {
+                        Err(CasError::Corrupt(format!("server refused blob {digest}: {message}")))
+                    }
                     _ => Err(err),
                 }
             }
@@ -397,9 +375,7 @@ impl Cas for HttpCas {
     }
 
     async fn delete(&self, digest: &Digest) -> Result<bool> {
-        let resp = self
-            .send_empty(Method::DELETE, &Self::blob_path(digest))
-            .await?;
+        let resp = self.send_empty(Method::DELETE, &Self::blob_path(digest)).await?;
         match resp.status() {
             StatusCode::NO_CONTENT | StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -417,9 +393,7 @@ impl Cas for HttpCas {
     }
 
     async fn ac_put(&self, key: &Digest, value: Bytes) -> Result<()> {
-        let resp = self
-            .send(Method::PUT, &Self::ac_path(key), value, &[])
-            .await?;
+        let resp = self.send(Method::PUT, &Self::ac_path(key), value, &[]).await?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -428,9 +402,7 @@ impl Cas for HttpCas {
     }
 
     async fn ref_get(&self, name: &str) -> Result<Option<RefValue>> {
-        let resp = self
-            .send_empty(Method::GET, &format!("/v1/refs/{name}"))
-            .await?;
+        let resp = self.send_empty(Method::GET, &format!("/v1/refs/{name}")).await?;
         match resp.status() {
             StatusCode::OK => {
                 let etag = etag_of(&resp);
@@ -446,12 +418,7 @@ impl Cas for HttpCas {
 
     async fn ref_put(&self, name: &str, value: Bytes, cond: RefCondition) -> Result<String> {
         let resp = self
-            .send(
-                Method::PUT,
-                &format!("/v1/refs/{name}"),
-                value,
-                &cond_headers(&cond),
-            )
+            .send(Method::PUT, &format!("/v1/refs/{name}"), value, &cond_headers(&cond))
             .await?;
         if resp.status().is_success() {
             Ok(etag_of(&resp))
@@ -480,18 +447,15 @@ impl Cas for HttpCas {
         let query: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("prefix", prefix)
             .finish();
-        let resp = self
-            .send_empty(Method::GET, &format!("/v1/refs?{query}"))
-            .await?;
+        let resp = self.send_empty(Method::GET, &format!("/v1/refs?{query}")).await?;
         if !resp.status().is_success() {
             return Err(error_of(resp, "refs").await);
         }
-        let list: RefList =
-            serde_json::from_slice(&read_body(resp).await?).map_err(|e| CasError::Remote {
-                status: 200,
-                code: "bad_response".into(),
-                message: e.to_string(),
-            })?;
+        let list: RefList = serde_json::from_slice(&read_body(resp).await?).map_err(|e| CasError::Remote {
+            status: 200,
+            code: "bad_response".into(),
+            message: e.to_string(),
+        })?;
         Ok(list.refs)
     }
 }

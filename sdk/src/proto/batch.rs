@@ -51,11 +51,7 @@ impl BatchDecoder {
         if self.buf.len() < FRAME_HEADER_LEN {
             return Ok(None);
         }
-        let len = u64::from_be_bytes(
-            self.buf[DIGEST_LEN..FRAME_HEADER_LEN]
-                .try_into()
-                .expect("8 bytes"),
-        );
+        let len = u64::from_be_bytes(self.buf[DIGEST_LEN..FRAME_HEADER_LEN].try_into().expect("8 bytes"));
         if len > self.max_frame {
             return Err(format!(
                 "frame of {len} bytes exceeds the batch limit of {} bytes per blob",

@@ -30,11 +30,7 @@ impl Encoding {
             let mut parts = item.split(';');
             let name = parts.next().unwrap_or("").trim();
             let q = parts
-                .find_map(|p| {
-                    p.trim()
-                        .strip_prefix("q=")
-                        .and_then(|q| q.trim().parse::<f32>().ok())
-                })
+                .find_map(|p| p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()))
                 .unwrap_or(1.0);
             let enc = match Self::parse(name) {
                 Some(e @ (Self::Zstd | Self::Lz4)) => e,

@@ -87,13 +87,8 @@ pub fn validate_ref_name(name: &str) -> Result<(), String> {
             "ref name {name:?} contains {c:?}; allowed: A-Z a-z 0-9 . _ / @ : + -"
         ));
     }
-    if name
-        .split('/')
-        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
-    {
-        return Err(format!(
-            "ref name {name:?} has an empty, '.' or '..' segment"
-        ));
+    if name.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+        return Err(format!("ref name {name:?} has an empty, '.' or '..' segment"));
     }
     Ok(())
 }

@@ -88,33 +88,16 @@ mod tests {
 
     #[test]
     fn parse_and_resolve() {
-        assert_eq!(
-            ByteRange::parse("bytes=0-0").unwrap().resolve(10),
-            Some(0..1)
-        );
-        assert_eq!(
-            ByteRange::parse("bytes=5-").unwrap().resolve(10),
-            Some(5..10)
-        );
-        assert_eq!(
-            ByteRange::parse("bytes=-3").unwrap().resolve(10),
-            Some(7..10)
-        );
-        assert_eq!(
-            ByteRange::parse("bytes=-30").unwrap().resolve(10),
-            Some(0..10)
-        );
-        assert_eq!(
-            ByteRange::parse("bytes=8-100").unwrap().resolve(10),
-            Some(8..10)
-        );
+        assert_eq!(ByteRange::parse("bytes=0-0").unwrap().resolve(10), Some(0..1));
+        assert_eq!(ByteRange::parse("bytes=5-").unwrap().resolve(10), Some(5..10));
+        assert_eq!(ByteRange::parse("bytes=-3").unwrap().resolve(10), Some(7..10));
+        assert_eq!(ByteRange::parse("bytes=-30").unwrap().resolve(10), Some(0..10));
+        assert_eq!(ByteRange::parse("bytes=8-100").unwrap().resolve(10), Some(8..10));
         assert_eq!(ByteRange::parse("bytes=10-").unwrap().resolve(10), None);
         assert_eq!(ByteRange::parse("bytes=-0").unwrap().resolve(10), None);
         assert_eq!(ByteRange::parse("bytes=0-").unwrap().resolve(0), None);
         assert_eq!(
-            ByteRange::parse("bytes=0-18446744073709551615")
-                .unwrap()
-                .resolve(4),
+            ByteRange::parse("bytes=0-18446744073709551615").unwrap().resolve(4),
             Some(0..4)
         );
     }

@@ -10,8 +10,7 @@ use reprovm_sdk::codec::{decode_stream, encode_stream};
 use reprovm_sdk::digest::Digest;
 use reprovm_sdk::error::CasError;
 use reprovm_sdk::proto::{
-    BatchDecoder, BatchResponse, BatchResult, ByteRange, Encoding, MissingRequest, MissingResponse,
-    MAX_MISSING_DIGESTS,
+    BatchDecoder, BatchResponse, BatchResult, ByteRange, Encoding, MissingRequest, MissingResponse, MAX_MISSING_DIGESTS,
 };
 
 use super::HandlerResult;
@@ -90,8 +89,7 @@ async fn get(state: &AppState, digest: Digest, req: Request<Incoming>) -> Handle
                 "range_not_satisfiable",
                 format!("the range does not overlap the blob's {size} bytes"),
             );
-            e.headers
-                .push((header::CONTENT_RANGE, format!("bytes */{size}")));
+            e.headers.push((header::CONTENT_RANGE, format!("bytes */{size}")));
             return Err(e);
         }
         Err(e) => {
@@ -109,12 +107,7 @@ async fn get(state: &AppState, digest: Digest, req: Request<Incoming>) -> Handle
     if range.is_some() {
         resp = resp.status(StatusCode::PARTIAL_CONTENT).header(
             header::CONTENT_RANGE,
-            format!(
-                "bytes {}-{}/{}",
-                blob.range.start,
-                blob.range.end - 1,
-                blob.size
-            ),
+            format!("bytes {}-{}/{}", blob.range.start, blob.range.end - 1, blob.size),
         );
     }
     let encoding = if range.is_none() && len >= MIN_WIRE_COMPRESS {
@@ -148,15 +141,17 @@ async fn put(state: &AppState, digest: Digest, req: Request<Incoming>) -> Handle
     };
     let content_length: Option<u64> = match header_str(headers, header::CONTENT_LENGTH) {
         None => None,
-        Some(v) => Some(v.parse().map_err(|_| {
-            ApiError::bad_request("invalid_length", format!("bad Content-Length {v:?}"))
-        })?),
+        Some(v) => Some(
+            v.parse()
+                .map_err(|_| ApiError::bad_request("invalid_length", format!("bad Content-Length {v:?}")))?,
+        ),
     };
     let declared: Option<u64> = match header_str(headers, "x-digest-sizebytes") {
         None => None,
-        Some(v) => Some(v.parse().map_err(|_| {
-            ApiError::bad_request("invalid_length", format!("bad X-Digest-SizeBytes {v:?}"))
-        })?),
+        Some(v) => Some(
+            v.parse()
+                .map_err(|_| ApiError::bad_request("invalid_length", format!("bad X-Digest-SizeBytes {v:?}")))?,
+        ),
     };
     // The decoded size is known from Content-Length only for identity bodies.
     let size = declared.or(if encoding == Encoding::Identity {
@@ -168,8 +163,7 @@ async fn put(state: &AppState, digest: Digest, req: Request<Incoming>) -> Handle
     if let Some(n) = size.filter(|n| *n > limit) {
         return Err(CasError::TooLarge { size: n, limit }.into());
     }
-    let expects_continue =
-        header_str(headers, header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let expects_continue = header_str(headers, header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
     if expects_continue && state.store.stat(&digest).await?.is_some() {
         // The client waits for our go-ahead: tell it we have the blob instead.
         return Ok(Response::builder()
@@ -178,10 +172,7 @@ async fn put(state: &AppState, digest: Digest, req: Request<Incoming>) -> Handle
             .body(body::empty())
             .expect("valid"));
     }
-    let stream = decode_stream(
-        encoding,
-        counted(request_stream(req.into_body()), Metrics::bytes_in),
-    );
+    let stream = decode_stream(encoding, counted(request_stream(req.into_body()), Metrics::bytes_in));
     let outcome = state.store.put(&digest, size, stream).await.map_err(|e| {
         if let CasError::DigestMismatch { expected, actual } = &e {
             tracing::warn!(target: "security", %expected, %actual, "upload refused: digest mismatch");

@@ -38,11 +38,7 @@ fn check_method(method: &Method, allowed: &[Method]) -> Result<(), ApiError> {
     if allowed.contains(method) {
         return Ok(());
     }
-    let allow = allowed
-        .iter()
-        .map(Method::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
     Err(ApiError::method_not_allowed(method, &allow))
 }
 
@@ -58,11 +54,7 @@ fn bazel_path(path: &str) -> Option<(&'static str, &str)> {
     }
 }
 
-async fn route(
-    state: &AppState,
-    path: &str,
-    req: Request<Incoming>,
-) -> (&'static str, HandlerResult) {
+async fn route(state: &AppState, path: &str, req: Request<Incoming>) -> (&'static str, HandlerResult) {
     use Method as M;
     let method = req.method().clone();
     let ro = [M::GET, M::HEAD];
@@ -84,9 +76,7 @@ async fn route(
         "/metrics/json" => return guarded!("metrics_json", ro, ops::metrics_json(state)),
         "/v1/stats" => return guarded!("stats", ro, ops::stats(state)),
         "/v1/config" => return guarded!("config", ro, ops::config(state)),
-        "/v1/blobs:missing" => {
-            return guarded!("blobs_missing", [M::POST], blobs::missing(state, req))
-        }
+        "/v1/blobs:missing" => return guarded!("blobs_missing", [M::POST], blobs::missing(state, req)),
         "/v1/blobs:batch" => return guarded!("blobs_batch", [M::POST], blobs::batch(state, req)),
         "/v1/refs" => return guarded!("refs", ro, refs::list(state, req)),
         _ => {}

@@ -32,11 +32,7 @@ pub async fn ready(state: &AppState) -> HandlerResult {
         .and_then(|r| r.ok());
     let min_free = state.config.min_free_space.0;
     let disk_ok = free.is_some_and(|f| f >= min_free);
-    let store_ok = state
-        .store
-        .stat(&reprovm_sdk::Digest::empty_blake3())
-        .await
-        .is_ok();
+    let store_ok = state.store.stat(&reprovm_sdk::Digest::empty_blake3()).await.is_ok();
     let ready = disk_ok && store_ok;
     let status = if ready {
         StatusCode::OK
@@ -92,10 +88,7 @@ pub async fn stats(state: &AppState) -> HandlerResult {
             })
             .unwrap_or(0.0)
     };
-    let (hits, misses) = (
-        sum("reprovm_cache_hits_total"),
-        sum("reprovm_cache_misses_total"),
-    );
+    let (hits, misses) = (sum("reprovm_cache_hits_total"), sum("reprovm_cache_misses_total"));
     let hit_rate = if hits + misses > 0.0 {
         hits / (hits + misses)
     } else {

@@ -14,11 +14,7 @@ use crate::http::error::ApiError;
 use crate::http::server::AppState;
 
 fn condition(headers: &HeaderMap) -> Result<RefCondition, ApiError> {
-    let get = |n: header::HeaderName| {
-        headers
-            .get(n)
-            .map(|v| v.to_str().map(|s| s.trim().to_string()))
-    };
+    let get = |n: header::HeaderName| headers.get(n).map(|v| v.to_str().map(|s| s.trim().to_string()));
     let bad = |_| ApiError::bad_request("invalid_header", "conditional headers must be ASCII");
     match (
         get(header::IF_MATCH).transpose().map_err(bad)?,
