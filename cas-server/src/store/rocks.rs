@@ -232,8 +232,8 @@ impl RocksStore {
             let mut o = Options::default();
             if *name == CF_DATA {
                 // Pieces are compressed by us; big ones go to blob files.
-                o.set_write_buffer_size(32 << 20);
-                o.set_max_write_buffer_number(3);
+                o.set_write_buffer_size(16 << 20);
+                o.set_max_write_buffer_number(2);
                 o.set_enable_blob_files(true);
                 o.set_min_blob_size(32 << 10);
                 o.set_blob_file_size(256 << 20);

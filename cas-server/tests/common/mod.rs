@@ -5,7 +5,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -40,7 +39,11 @@ impl Server {
             .strip_prefix("listening on http://")
             .unwrap_or_else(|| panic!("unexpected banner {line:?}"))
             .to_string();
-        Server { child, addr, data_dir: data_dir.to_path_buf() }
+        Server {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -82,7 +85,11 @@ impl Drop for Server {
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().expect("kill").success();
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
     assert!(ok, "kill -{sig} {pid}");
 }
 
@@ -99,21 +106,35 @@ pub async fn req(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> (u16, http::HeaderMap, Bytes) {
-    let mut b = http::Request::builder().method(method).uri(format!("{}{path}", server.url()));
+    let mut b = http::Request::builder()
+        .method(method)
+        .uri(format!("{}{path}", server.url()));
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let resp = client().request(b.body(Full::new(body.into())).unwrap()).await.expect("request");
+    let resp = client()
+        .request(b.body(Full::new(body.into())).unwrap())
+        .await
+        .expect("request");
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     (status, headers, body)
 }
 
 /// The `error` code of a JSON error body.
 pub fn error_code(body: &[u8]) -> String {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(body)));
-    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "error body without message: {v}");
+    let v: serde_json::Value =
+        serde_json::from_slice(body).unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(body)));
+    assert!(
+        v["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error body without message: {v}"
+    );
     v["error"].as_str().expect("error field").to_string()
 }
 
