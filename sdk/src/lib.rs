@@ -11,6 +11,8 @@
 //! - [`client`]: [`HttpCas`], the streaming HTTP client of a cas-server, with retries.
 //! - [`codec`]: streaming zstd/lz4 encoding and decoding of byte streams.
 //! - [`verify`]: stream adapters that check digests on the fly.
+//! - [`object_store`]: [`ObjectStoreCas`], a `Cas` kept directly in S3/Azure/GCS/HTTP/local object storage
+//!   (feature `object-store`).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -19,6 +21,8 @@ pub mod client;
 pub mod codec;
 pub mod digest;
 pub mod error;
+#[cfg(feature = "object-store")]
+pub mod object_store;
 pub mod proto;
 pub mod verify;
 
@@ -26,3 +30,5 @@ pub use cas::{Blob, BlobInfo, ByteStream, Cas, CasExt, PutOutcome, RefCondition,
 pub use client::{HttpCas, RetryPolicy};
 pub use digest::{Digest, HashKind, Hasher};
 pub use error::{CasError, Result};
+#[cfg(feature = "object-store")]
+pub use object_store::ObjectStoreCas;
