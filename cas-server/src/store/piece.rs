@@ -3,7 +3,41 @@
 //! Each piece of a blob is compressed on its own so that a range read only
 //! decodes the pieces it touches. A piece that does not shrink is stored raw.
 
+use std::cell::RefCell;
+
 use crate::config::Compression;
+
+thread_local! {
+    // zstd contexts are costly to create (hundreds of KiB); keep one per thread.
+    static ZSTD_C: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static ZSTD_D: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn zstd_compress(raw: &[u8], level: i32) -> Option<Vec<u8>> {
+    ZSTD_C.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        slot.as_mut()?.1.compress(raw).ok()
+    })
+}
+
+fn zstd_decompress(data: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
+    ZSTD_D.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+        }
+        slot.as_mut()
+            .expect("set above")
+            .decompress(data, raw_len)
+            .map_err(|e| format!("zstd: {e}"))
+    })
+}
+
+/// Pieces smaller than this are stored raw: compressing them saves little and costs a context setup.
+const MIN_COMPRESS: usize = 512;
 
 const RAW: u8 = 0;
 const ZSTD: u8 = 1;
@@ -12,8 +46,9 @@ const LZ4: u8 = 2;
 /// Encodes one piece of raw bytes for storage.
 pub fn encode(raw: &[u8], compression: Compression, level: i32) -> Vec<u8> {
     let compressed = match compression {
+        _ if raw.len() < MIN_COMPRESS => None,
         Compression::None => None,
-        Compression::Zstd => zstd::bulk::compress(raw, level).ok().map(|c| (ZSTD, c)),
+        Compression::Zstd => zstd_compress(raw, level).map(|c| (ZSTD, c)),
         Compression::Lz4 => Some((LZ4, lz4_flex::block::compress(raw))),
     };
     match compressed {
@@ -38,7 +73,7 @@ pub fn decode(stored: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
     let (tag, body) = stored.split_first().ok_or("empty piece")?;
     let out = match *tag {
         RAW => body.to_vec(),
-        ZSTD => zstd::bulk::decompress(body, raw_len).map_err(|e| format!("zstd: {e}"))?,
+        ZSTD => zstd_decompress(body, raw_len)?,
         LZ4 => lz4_flex::block::decompress(body, raw_len).map_err(|e| format!("lz4: {e}"))?,
         t => return Err(format!("unknown piece tag {t}")),
     };
@@ -55,7 +90,15 @@ mod tests {
     #[test]
     fn round_trip_each_codec() {
         let text = b"hello hello hello hello hello hello hello hello".repeat(100);
-        let noise: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let mut x = 0x9E3779B97F4A7C15u64;
+        let noise: Vec<u8> = (0..5000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
         for c in [Compression::Zstd, Compression::Lz4, Compression::None] {
             for data in [&text[..], &noise[..], &[][..]] {
                 let enc = encode(data, c, 3);

@@ -145,6 +145,8 @@ struct Inner {
     commit_locks: Vec<Mutex<()>>,
     /// Serializes ref compare-and-swap.
     refs_lock: Mutex<()>,
+    /// Last free-space reading of the data dir's filesystem, and when it was taken.
+    free_space_cache: Mutex<(Option<std::time::Instant>, u64)>,
     counters: StoreCounters,
 }
 
@@ -194,20 +196,6 @@ pub fn ref_etag(value: &[u8]) -> String {
     blake3::hash(value).to_hex()[..32].to_string()
 }
 
-/// Reads until `buf` is full or the reader ends; returns the bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// An error from the upload's body (client gone, bad encoding) as opposed to the store.
 fn body_err(e: std::io::Error) -> CasError {
     match e.kind() {
@@ -252,6 +240,7 @@ impl RocksStore {
                 next_data_id: AtomicU64::new(0),
                 commit_locks: (0..64).map(|_| Mutex::new(())).collect(),
                 refs_lock: Mutex::new(()),
+                free_space_cache: Mutex::new((None, 0)),
                 counters: StoreCounters::default(),
             }),
         };
@@ -370,9 +359,56 @@ impl RocksStore {
             .map_err(|e| CasError::Corrupt(format!("piece {idx} of data {}: {e}", meta.data_id)))
     }
 
+    /// Looks a blob up for reading: its meta, the byte span `range` selects,
+    /// and, for a blob of at most one piece, the verified bytes of that span.
+    pub fn open_blob(
+        &self,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<(BlobMeta, std::ops::Range<u64>, Option<Bytes>)> {
+        let meta = self
+            .meta(digest)?
+            .ok_or_else(|| CasError::not_found(format!("blob {digest}")))?;
+        let span = match range {
+            None => 0..meta.size,
+            Some(r) => r
+                .resolve(meta.size)
+                .ok_or(CasError::RangeNotSatisfiable { size: meta.size })?,
+        };
+        if meta.pieces() > 1 {
+            return Ok((meta, span, None));
+        }
+        let piece = if meta.size == 0 {
+            Vec::new()
+        } else {
+            self.read_piece(&meta, 0)?
+        };
+        // Small blobs are always verified, ranged or not: never send bytes that fail their digest.
+        if self.inner.opts.verify_reads && digest.kind().digest(&piece) != *digest {
+            tracing::error!(%digest, "stored blob fails verification");
+            return Err(CasError::Corrupt(format!("stored blob {digest} fails verification")));
+        }
+        let data = Bytes::from(piece).slice(span.start as usize..span.end as usize);
+        Ok((meta, span, Some(data)))
+    }
+
+    /// Refuses an upload of `incoming` bytes when the filesystem would drop
+    /// below the reserve. The free-space figure is re-read at most every
+    /// 250 ms (and always for uploads larger than the reserve), so small
+    /// uploads do not pay a `statvfs` each.
     fn check_space(&self, incoming: u64) -> Result<()> {
-        let free = self.free_space()?;
-        let need = incoming.saturating_add(self.inner.opts.min_free_space);
+        let reserve = self.inner.opts.min_free_space;
+        let free = {
+            let mut cached = self.inner.free_space_cache.lock().unwrap_or_else(|p| p.into_inner());
+            let stale = cached
+                .0
+                .is_none_or(|t| t.elapsed() > std::time::Duration::from_millis(250));
+            if stale || incoming > reserve {
+                *cached = (Some(std::time::Instant::now()), self.free_space()?);
+            }
+            cached.1
+        };
+        let need = incoming.saturating_add(reserve);
         if free < need {
             return Err(CasError::InsufficientStorage(format!(
                 "{free} bytes free on the data dir's filesystem; this upload needs {incoming} plus a reserve of {}",
@@ -413,12 +449,19 @@ impl RocksStore {
             staged: false,
         };
         let mut hasher = Hasher::new(digest.kind());
-        let mut buf = vec![0u8; opts.piece_size];
+        // The piece buffer grows as bytes arrive, so a 4 KiB upload does not touch 1 MiB.
+        let first_cap = size.map_or(64 << 10, |s| s as usize + 1).min(opts.piece_size);
+        let mut buf: Vec<u8> = Vec::with_capacity(first_cap);
         let mut total = 0u64;
         let mut idx = 0u32;
         let mut last_piece: Option<Vec<u8>> = None;
         loop {
-            let n = read_full(&mut reader, &mut buf).map_err(body_err)?;
+            buf.clear();
+            (&mut reader)
+                .take(opts.piece_size as u64)
+                .read_to_end(&mut buf)
+                .map_err(body_err)?;
+            let n = buf.len();
             total += n as u64;
             if total > opts.max_blob_size {
                 return Err(CasError::TooLarge {
@@ -435,16 +478,16 @@ impl RocksStore {
             if n == 0 {
                 break;
             }
-            hasher.update(&buf[..n]);
-            let encoded = piece::encode(&buf[..n], opts.compression, opts.compression_level);
-            if n < buf.len() && idx == 0 {
+            hasher.update(&buf);
+            let encoded = piece::encode(&buf, opts.compression, opts.compression_level);
+            if n < opts.piece_size && idx == 0 {
                 // The whole blob fits one piece: it is written with the commit, in one batch.
                 last_piece = Some(encoded);
                 break;
             }
             upload.write_piece(idx, &encoded)?;
             idx += 1;
-            if n < buf.len() {
+            if n < opts.piece_size {
                 break;
             }
         }
@@ -766,42 +809,15 @@ impl Cas for RocksStore {
 
     async fn get(&self, digest: &Digest, range: Option<ByteRange>) -> Result<Blob> {
         let d = *digest;
-        let meta = self
-            .blocking(move |s| s.meta(&d))
-            .await?
-            .ok_or_else(|| CasError::not_found(format!("blob {d}")))?;
-        let span = match range {
-            None => 0..meta.size,
-            Some(r) => r
-                .resolve(meta.size)
-                .ok_or(CasError::RangeNotSatisfiable { size: meta.size })?,
+        // One trip to the blocking pool: meta, and for a one-piece blob its bytes too.
+        let (meta, span, small) = self.blocking(move |s| s.open_blob(&d, range)).await?;
+        let body = match small {
+            Some(data) => reprovm_sdk::cas::bytes_stream(data),
+            None => {
+                let verify = span == (0..meta.size) && self.inner.opts.verify_reads;
+                stream_pieces(self.clone(), d, meta, span.clone(), verify)
+            }
         };
-        let whole = span == (0..meta.size);
-        let verify = whole && self.inner.opts.verify_reads;
-        if meta.pieces() <= 1 {
-            // Small blob: read, verify and slice in one go, never sending unverified bytes.
-            let span2 = span.clone();
-            let data = self
-                .blocking(move |s| {
-                    let piece = if meta.size == 0 {
-                        Vec::new()
-                    } else {
-                        s.read_piece(&meta, 0)?
-                    };
-                    if verify && d.kind().digest(&piece) != d {
-                        tracing::error!(digest = %d, "stored blob fails verification");
-                        return Err(CasError::Corrupt(format!("stored blob {d} fails verification")));
-                    }
-                    Ok(Bytes::from(piece).slice(span2.start as usize..span2.end as usize))
-                })
-                .await?;
-            return Ok(Blob {
-                size: meta.size,
-                range: span,
-                body: reprovm_sdk::cas::bytes_stream(data),
-            });
-        }
-        let body = stream_pieces(self.clone(), d, meta, span.clone(), verify);
         Ok(Blob {
             size: meta.size,
             range: span,
