@@ -115,7 +115,10 @@ async fn send(client: &Client<HttpConnector, Body>, req: hyper::Request<Body>) -
 fn request(op: Op, url: &str, blobs: &Blobs, i: usize) -> hyper::Request<Body> {
     let b = hyper::Request::builder().uri(url);
     match op {
-        Op::Put => b.method("PUT").header("content-length", blobs.len()).body(blobs.body(i)),
+        Op::Put => b
+            .method("PUT")
+            .header("content-length", blobs.len())
+            .body(blobs.body(i)),
         Op::Get => b.method("GET").body(Full::new(Bytes::new()).boxed_unsync()),
     }
     .expect("valid request")
@@ -170,16 +173,24 @@ async fn main() -> anyhow::Result<()> {
     let size = parse_size(&args.size)?.max(9);
     let mut base = vec![0u8; size - 8];
     rand::rng().fill_bytes(&mut base);
-    let blobs = Arc::new(Blobs { base: base.into(), seed: args.seed });
-    let urls: Arc<Vec<String>> =
-        Arc::new((0..args.requests).map(|i| args.url.replace("{digest}", &blobs.digest(i))).collect());
+    let blobs = Arc::new(Blobs {
+        base: base.into(),
+        seed: args.seed,
+    });
+    let urls: Arc<Vec<String>> = Arc::new(
+        (0..args.requests)
+            .map(|i| args.url.replace("{digest}", &blobs.digest(i)))
+            .collect(),
+    );
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(args.concurrency)
         .build(connector);
     if args.op == Op::Get {
-        run_phase(&client, &args, Op::Put, blobs.clone(), urls.clone()).await.context("preparing blobs")?;
+        run_phase(&client, &args, Op::Put, blobs.clone(), urls.clone())
+            .await
+            .context("preparing blobs")?;
     }
     let (elapsed, mut lat, bytes) = run_phase(&client, &args, args.op, blobs, urls).await?;
     lat.sort();
