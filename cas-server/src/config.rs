@@ -160,14 +160,31 @@ pub struct RemoteConfig {
     pub secret_access_key: Option<String>,
 }
 
-/// `[auth]`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// `[auth]`. With no tokens at all (none here, no token file) the server is
+/// open to everyone, as a local cache; once any token exists, every request
+/// but `/health` (and `/metrics` when `metrics_public`) needs one.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Let requests without credentials read.
     pub allow_anonymous_read: bool,
+    /// Serve `/metrics` and `/metrics/json` without credentials.
+    pub metrics_public: bool,
     /// Known tokens.
     pub tokens: Vec<TokenConfig>,
+    /// A TOML file of `[[tokens]]` entries, re-read on SIGHUP.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            allow_anonymous_read: false,
+            metrics_public: true,
+            tokens: Vec::new(),
+            token_file: None,
+        }
+    }
 }
 
 /// One `[[auth.tokens]]` entry.
@@ -301,6 +318,9 @@ impl Config {
         }
         if let Some(v) = env("CAS_REMOTE_ENDPOINT") {
             self.remote.get_or_insert_with(RemoteConfig::default).endpoint = Some(v);
+        }
+        if let Some(v) = env("CAS_TOKEN_FILE") {
+            self.auth.token_file = Some(v.into());
         }
         if let Some(v) = env("CAS_ALLOW_ANONYMOUS_READ") {
             self.auth.allow_anonymous_read = parse_bool("CAS_ALLOW_ANONYMOUS_READ", &v)?;

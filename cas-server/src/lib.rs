@@ -9,12 +9,14 @@
 //!
 //! ## Layout
 //! - [`config`]: the configuration (TOML file, `CAS_*` environment, flags).
+//! - [`auth`]: tokens, roles, and the role each route needs.
 //! - [`store`]: storage drivers behind the sdk's `Cas` trait — [`store::rocks`]
 //!   (RocksDB, pieces, crash recovery) and [`store::piece`] (at-rest compression).
 //! - [`http`]: accept loop and graceful shutdown, routes, JSON errors.
 //! - [`metrics`]: Prometheus metrics.
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod metrics;

@@ -78,6 +78,20 @@ async fn shutdown_signal() {
     }
 }
 
+/// SIGHUP re-reads the token file; a bad file keeps the old tokens.
+async fn reload_tokens_on_sighup(state: Arc<AppState>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match state.auth.reload() {
+            Ok(n) => tracing::info!(tokens = n, "tokens reloaded"),
+            Err(e) => tracing::error!(error = %e, "token reload failed; keeping the previous tokens"),
+        }
+    }
+}
+
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     init_logging(&config);
@@ -90,13 +104,19 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "cas-server listening");
     // A line on stdout that scripts and tests can wait for (port 0 picks a free port).
     println!("listening on http://{addr}");
+    let auth = cas_server::auth::Authenticator::new(&config.auth)?;
+    if !auth.enabled() {
+        tracing::warn!("no tokens configured: every client may read, write and delete");
+    }
     let state = Arc::new(AppState {
         store,
         local: local.clone(),
         config,
         metrics: Metrics::install(),
+        auth,
         started: Instant::now(),
     });
+    tokio::spawn(reload_tokens_on_sighup(state.clone()));
     serve(listener, state.clone(), shutdown_signal()).await?;
     drop(state);
     tokio::task::spawn_blocking(move || local.flush()).await??;

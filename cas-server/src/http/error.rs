@@ -71,6 +71,23 @@ impl ApiError {
     }
 }
 
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError;
+        match e {
+            AuthError::Unauthenticated(m) => {
+                let mut e = Self::new(401, "unauthorized", m);
+                e.headers.push((
+                    header::WWW_AUTHENTICATE,
+                    "Bearer realm=\"cas-server\", Basic realm=\"cas-server\"".into(),
+                ));
+                e
+            }
+            AuthError::Forbidden(m) => Self::new(403, "forbidden", m),
+        }
+    }
+}
+
 impl From<CasError> for ApiError {
     fn from(e: CasError) -> Self {
         let status = e.status();

@@ -39,6 +39,8 @@ pub struct AppState {
     pub config: Config,
     /// Metrics recorder handle.
     pub metrics: Metrics,
+    /// Token check for every request.
+    pub auth: crate::auth::Authenticator,
     /// When the server started.
     pub started: Instant,
 }

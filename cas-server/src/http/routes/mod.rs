@@ -26,6 +26,10 @@ pub type HandlerResult = Result<Response<Body>, ApiError>;
 /// Finds the handler for a request; returns the route label (for metrics) and the answer.
 pub async fn dispatch(state: &AppState, req: Request<Incoming>) -> (&'static str, Response<Body>) {
     let path = req.uri().path().to_string();
+    if let Err(e) = state.auth.check(req.method(), &path, req.headers()) {
+        tracing::warn!(target: "security", method = %req.method(), path = %path, reason = %e, "request refused");
+        return ("auth", ApiError::from(e).into_response());
+    }
     let (route, result) = route(state, &path, req).await;
     (route, result.unwrap_or_else(ApiError::into_response))
 }
