@@ -1,0 +1,207 @@
+//! `reprovm cache stats|clean|verify|gc` and the `--clean-cache` / `--verify-cache` flags, on the
+//! embedded store of a cache dir (remote stores are maintained by their own server or bucket tools).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use cas_server::RocksStore;
+use reprovm_sdk::{CasError, Digest, Hasher};
+
+use crate::action_cache::ActionResult;
+use crate::store::{ac_index_path, local_dir, open_local, StoreError};
+
+/// Cache maintenance failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// Opening the store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Reading it.
+    #[error(transparent)]
+    Cas(#[from] CasError),
+    /// Files of the cache dir.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Figures of `cache stats`.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Stats {
+    /// Stored blobs.
+    pub blobs: u64,
+    /// Their total size.
+    pub bytes: u64,
+    /// Size of the database files.
+    pub disk_bytes: u64,
+    /// Action results recorded.
+    pub action_results: u64,
+    /// Refs.
+    pub refs: u64,
+}
+
+/// A blob that failed verification.
+#[derive(Debug)]
+pub struct Corrupt {
+    /// Its name.
+    pub digest: Digest,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// The action-cache keys recorded for a cache dir, deduplicated.
+fn ac_keys(cache_dir: &Path) -> Vec<Digest> {
+    let text = std::fs::read_to_string(ac_index_path(cache_dir)).unwrap_or_default();
+    let mut seen = HashSet::new();
+    text.lines()
+        .filter_map(|l| Digest::parse(l.trim()).ok())
+        .filter(|d| seen.insert(*d))
+        .collect()
+}
+
+/// `cache stats`.
+pub fn stats(cache_dir: &Path) -> Result<Stats, CacheError> {
+    if !local_dir(cache_dir).exists() {
+        return Ok(Stats::default());
+    }
+    let store = open_local(cache_dir)?;
+    let mut s = Stats {
+        disk_bytes: store.disk_bytes(),
+        refs: store.ref_list_sync("")?.len() as u64,
+        ..Stats::default()
+    };
+    for item in store.list_blobs() {
+        let (_, meta) = item?;
+        s.blobs += 1;
+        s.bytes += meta.size;
+    }
+    for key in ac_keys(cache_dir) {
+        if store.ac_get_sync(&key)?.is_some() {
+            s.action_results += 1;
+        }
+    }
+    Ok(s)
+}
+
+/// `cache clean`: deletes the embedded store and its index. Returns the bytes freed.
+pub fn clean(cache_dir: &Path) -> Result<u64, CacheError> {
+    let dir = local_dir(cache_dir);
+    let mut freed = 0;
+    if dir.exists() {
+        freed = dir_size(&dir);
+        std::fs::remove_dir_all(&dir)?;
+    }
+    match std::fs::remove_file(ac_index_path(cache_dir)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    Ok(freed)
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Re-hashes every blob of `store`; returns the corrupt ones (and deletes them when `delete`).
+pub fn verify(store: &RocksStore, delete: bool) -> Result<(u64, Vec<Corrupt>), CacheError> {
+    let mut checked = 0;
+    let mut bad = Vec::new();
+    let blobs: Vec<_> = store.list_blobs().collect::<Result<_, _>>()?;
+    for (digest, meta) in blobs {
+        checked += 1;
+        let mut h = Hasher::new(digest.kind());
+        let mut n = 0u64;
+        let mut reason = None;
+        for idx in 0..meta.pieces() {
+            match store.read_piece(&meta, idx) {
+                Ok(piece) => {
+                    n += piece.len() as u64;
+                    h.update(&piece);
+                }
+                Err(e) => {
+                    reason = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let reason = reason.or_else(|| {
+            if n != meta.size {
+                Some(format!("{n} bytes stored, {} recorded", meta.size))
+            } else {
+                let actual = h.finalize();
+                (actual != digest).then(|| format!("content hashes to {actual}"))
+            }
+        });
+        if let Some(reason) = reason {
+            if delete {
+                store.delete_blob(&digest)?;
+            }
+            bad.push(Corrupt { digest, reason });
+        }
+    }
+    Ok((checked, bad))
+}
+
+/// `cache gc`: deletes the blobs no action result and no ref reaches. Returns (kept, deleted, bytes freed).
+pub fn gc(cache_dir: &Path, dry_run: bool) -> Result<(u64, u64, u64), CacheError> {
+    if !local_dir(cache_dir).exists() {
+        return Ok((0, 0, 0));
+    }
+    let store = open_local(cache_dir)?;
+    let mut live: HashSet<Digest> = HashSet::new();
+    for key in ac_keys(cache_dir) {
+        if let Some(result) = store.ac_get_sync(&key)?.and_then(|v| ActionResult::decode(&v)) {
+            live.extend(result.outputs.iter().map(|o| o.digest));
+        }
+    }
+    // Refs are opaque to the store: any digest written in a ref's value keeps that blob.
+    for name in store.ref_list_sync("")? {
+        if let Some(r) = store.ref_get_sync(&name)? {
+            live.extend(digests_in(&String::from_utf8_lossy(&r.value)));
+        }
+    }
+    let (mut kept, mut deleted, mut freed) = (0, 0, 0);
+    let blobs: Vec<_> = store.list_blobs().collect::<Result<_, _>>()?;
+    for (d, meta) in blobs {
+        if live.contains(&d) {
+            kept += 1;
+        } else {
+            if !dry_run {
+                store.delete_blob(&d)?;
+            }
+            deleted += 1;
+            freed += meta.size;
+        }
+    }
+    Ok((kept, deleted, freed))
+}
+
+/// Every 64-hex run in `text` that parses as a digest.
+fn digests_in(text: &str) -> Vec<Digest> {
+    text.split(|c: char| !c.is_ascii_hexdigit())
+        .filter(|w| w.len() == 64)
+        .filter_map(|w| Digest::parse(w).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_digests_in_ref_values() {
+        let d = Digest::of_blake3(b"x");
+        let text = format!("{{\"root\":\"{d}\",\"n\":1}}");
+        assert_eq!(digests_in(&text), vec![d]);
+        assert!(digests_in("no digests here").is_empty());
+    }
+}

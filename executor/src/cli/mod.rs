@@ -1,0 +1,330 @@
+//! The command line: [`lowargs`] is what was typed, [`hiargs`] what to do; [`run`] does it and
+//! returns the exit code (0 all succeeded, 1 a task failed, 2 usage or manifest error, 3 lock held).
+
+pub mod hiargs;
+pub mod lowargs;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::cache_cmd;
+use crate::dag::Graph;
+use crate::lock::{self, LockError};
+use crate::manifest;
+use crate::messages::{human, Reporter};
+use crate::runner::{self, RunOptions, Runner};
+use crate::store::{self, StoreError};
+use crate::workspace::Workspace;
+use hiargs::HiArgs;
+use lowargs::{CacheAction, Command, LowArgs};
+
+/// Exit code: a task failed (or the cache is corrupt, or the store unusable).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: bad usage, config or manifest.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: another run holds the lock.
+pub const EXIT_LOCKED: u8 = 3;
+
+/// An error with the exit code it ends the process with.
+#[derive(Debug)]
+pub struct Failure {
+    /// Exit code.
+    pub code: u8,
+    /// What to print.
+    pub error: anyhow::Error,
+}
+
+fn fail(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
+    move |error| Failure { code, error }
+}
+
+trait OrExit<T> {
+    fn or_exit(self, code: u8) -> Result<T, Failure>;
+}
+
+impl<T, E: Into<anyhow::Error>> OrExit<T> for Result<T, E> {
+    fn or_exit(self, code: u8) -> Result<T, Failure> {
+        self.map_err(|e| fail(code)(e.into()))
+    }
+}
+
+/// Parses the arguments and runs; returns the exit code or an error with its code.
+pub fn run(low: LowArgs) -> Result<u8, Failure> {
+    let command = low.command.as_ref().map(|Command::Cache { action }| *action);
+    let hi = HiArgs::from_low(low).or_exit(EXIT_USAGE)?;
+    init_logging(&hi).or_exit(EXIT_USAGE)?;
+    let plain = Reporter::plain(hi.style);
+    for w in &hi.warnings {
+        plain.warn(w);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .or_exit(EXIT_FAILED)?;
+    if let Some(action) = command {
+        return cache_command(&hi, action, &plain);
+    }
+    if hi.health_check {
+        return rt.block_on(health_check(&hi, &plain));
+    }
+    let Some(manifest_path) = hi.manifest.clone() else {
+        return Err(fail(EXIT_USAGE)(anyhow::anyhow!(
+            "no manifest given: usage `reprovm [OPTIONS] MANIFEST [TARGET...]` (see --help)"
+        )));
+    };
+    let manifest = manifest::parse_file(&manifest_path).or_exit(EXIT_USAGE)?;
+    let graph = Graph::build(manifest).or_exit(EXIT_USAGE)?;
+    let selected = graph.select(&hi.targets).or_exit(EXIT_USAGE)?;
+    if hi.list_tasks {
+        list_tasks(&graph);
+        return Ok(0);
+    }
+    let dir = match manifest_path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => Path::new(".").to_path_buf(),
+    };
+    let ws = Workspace::new(&dir)
+        .with_context(|| format!("workspace {}", dir.display()))
+        .or_exit(EXIT_USAGE)?;
+    check_paths(&graph, &ws).or_exit(EXIT_USAGE)?;
+
+    let _lock = take_lock(&hi)?;
+    if hi.clean_cache {
+        clean_local(&hi, &plain)?;
+    }
+    let store = store::open(hi.remote.as_ref(), &hi.cache_dir).map_err(store_failure)?;
+    if hi.verify_cache {
+        verify_local(&hi, store.local.as_ref(), &plain, true)?;
+    }
+    tracing::info!(store = %store.describe, "store opened");
+
+    if hi.dry_run {
+        let plan = rt.block_on(runner::dry_run(&graph, &ws, &*store.cas, &selected, hi.force));
+        let n = plan.iter().filter(|p| p.2).count();
+        for (name, why, would_run) in &plan {
+            let mark = if *would_run { "[+]" } else { "[*]" };
+            println!("{mark} {name}: {why}");
+        }
+        println!("Dry run: {n} of {} tasks would run; nothing was run.", plan.len());
+        return Ok(0);
+    }
+
+    let total = selected.iter().filter(|s| **s).count() as u64;
+    let reporter = Reporter::new(hi.style, total);
+    let opts = RunOptions {
+        jobs: hi.jobs,
+        timeout: hi.timeout,
+        retries: hi.retries,
+        force: hi.force,
+        keep_going: hi.keep_going,
+    };
+    let cas = Arc::clone(&store.cas);
+    let report = rt.block_on(Runner::new(&graph, &ws, cas, opts, &reporter).run(&selected));
+    reporter.summary(&report, hi.stats);
+    if let Some(path) = &hi.metrics {
+        let json = serde_json::to_vec_pretty(&report).expect("report serializes");
+        std::fs::write(path, json)
+            .with_context(|| format!("writing metrics to {}", path.display()))
+            .or_exit(EXIT_FAILED)?;
+    }
+    Ok(if report.failed > 0 || report.skipped > 0 || report.not_run > 0 {
+        EXIT_FAILED
+    } else {
+        0
+    })
+}
+
+fn store_failure(e: StoreError) -> Failure {
+    let code = match e {
+        StoreError::Scheme(_) => EXIT_USAGE,
+        StoreError::Open { .. } => EXIT_FAILED,
+    };
+    fail(code)(e.into())
+}
+
+fn take_lock(hi: &HiArgs) -> Result<lock::LockGuard, Failure> {
+    lock::acquire(&hi.cache_dir, hi.lock_wait).map_err(|e| {
+        let code = match e {
+            LockError::Held { .. } => EXIT_LOCKED,
+            LockError::Io { .. } => EXIT_FAILED,
+        };
+        fail(code)(e.into())
+    })
+}
+
+fn init_logging(hi: &HiArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&hi.log_level)
+        .with_context(|| format!("invalid log level {:?}", hi.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match &hi.log_file {
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("log dir {}", dir.display()))?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("log file {}", path.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .try_init()
+                .map_err(|e| anyhow::anyhow!(e))
+        }
+        None => builder
+            .with_writer(std::io::stderr)
+            .try_init()
+            .map_err(|e| anyhow::anyhow!(e)),
+    }
+}
+
+fn list_tasks(graph: &Graph) {
+    for t in graph.tasks() {
+        if t.deps.is_empty() {
+            println!("{}", t.name);
+        } else {
+            println!("{}  <- {}", t.name, t.deps.join(", "));
+        }
+    }
+}
+
+/// Every input and output path of every task stays in the workspace.
+fn check_paths(graph: &Graph, ws: &Workspace) -> anyhow::Result<()> {
+    for t in graph.tasks() {
+        for (kind, list) in [("input", &t.inputs), ("output", &t.outputs)] {
+            for p in list.iter() {
+                ws.resolve(p)
+                    .with_context(|| format!("task `{}` (line {}): {kind} refused", t.name, t.line))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn no_remote(hi: &HiArgs, what: &str) -> Result<(), Failure> {
+    if let Some(r) = &hi.remote {
+        return Err(fail(EXIT_USAGE)(anyhow::anyhow!(
+            "{what} works on the local cache in {}; it does not touch the remote store {}",
+            hi.cache_dir.display(),
+            r.url
+        )));
+    }
+    Ok(())
+}
+
+fn clean_local(hi: &HiArgs, out: &Reporter) -> Result<(), Failure> {
+    let freed = cache_cmd::clean(&hi.cache_dir).or_exit(EXIT_FAILED)?;
+    out.info(&format!(
+        "Cleaned {} ({} bytes freed)",
+        store::local_dir(&hi.cache_dir).display(),
+        freed
+    ));
+    Ok(())
+}
+
+/// Verifies the local store; with `delete` drops corrupt blobs. Returns how many were corrupt.
+fn verify_local(
+    hi: &HiArgs,
+    local: Option<&cas_server::RocksStore>,
+    out: &Reporter,
+    delete: bool,
+) -> Result<usize, Failure> {
+    let Some(store) = local else {
+        no_remote(hi, "--verify-cache")?;
+        return Ok(0);
+    };
+    let (checked, bad) = cache_cmd::verify(store, delete).or_exit(EXIT_FAILED)?;
+    for c in &bad {
+        out.warn(&format!(
+            "corrupt blob {}: {}{}",
+            c.digest,
+            c.reason,
+            if delete { " (deleted)" } else { "" }
+        ));
+    }
+    out.info(&format!("Verified {checked} blobs: {} corrupt", bad.len()));
+    Ok(bad.len())
+}
+
+fn cache_command(hi: &HiArgs, action: CacheAction, out: &Reporter) -> Result<u8, Failure> {
+    no_remote(hi, "`reprovm cache`")?;
+    let _lock = take_lock(hi)?;
+    match action {
+        CacheAction::Stats => {
+            let s = cache_command_stats(hi)?;
+            println!("cache dir:       {}", hi.cache_dir.display());
+            println!("blobs:           {}", s.blobs);
+            println!("bytes:           {}", s.bytes);
+            println!("disk bytes:      {}", s.disk_bytes);
+            println!("action results:  {}", s.action_results);
+            println!("refs:            {}", s.refs);
+        }
+        CacheAction::Clean => clean_local(hi, out)?,
+        CacheAction::Verify { delete } => {
+            if !store::local_dir(&hi.cache_dir).exists() {
+                out.info("Verified 0 blobs: 0 corrupt");
+                return Ok(0);
+            }
+            let local = store::open_local(&hi.cache_dir).map_err(store_failure)?;
+            if verify_local(hi, Some(&local), out, delete)? > 0 {
+                return Ok(EXIT_FAILED);
+            }
+        }
+        CacheAction::Gc { dry_run } => {
+            let (kept, deleted, freed) = cache_cmd::gc(&hi.cache_dir, dry_run).or_exit(EXIT_FAILED)?;
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            out.info(&format!("gc: kept {kept} blobs, {verb} {deleted} ({freed} bytes)"));
+        }
+    }
+    Ok(0)
+}
+
+fn cache_command_stats(hi: &HiArgs) -> Result<cache_cmd::Stats, Failure> {
+    cache_cmd::stats(&hi.cache_dir).or_exit(EXIT_FAILED)
+}
+
+/// `--health-check`: the store answers and `sh` runs.
+async fn health_check(hi: &HiArgs, out: &Reporter) -> Result<u8, Failure> {
+    let start = std::time::Instant::now();
+    let mut healthy = true;
+    let sh = crate::exec::run("true", Path::new("."), &[], Some(std::time::Duration::from_secs(10))).await;
+    match sh {
+        Ok(o) if o.exit == crate::exec::Exit::Success => out.info("ok    sh -c runs"),
+        Ok(o) => {
+            healthy = false;
+            out.info(&format!("FAIL  sh -c true {}", o.exit));
+        }
+        Err(e) => {
+            healthy = false;
+            out.info(&format!("FAIL  cannot run sh: {e}"));
+        }
+    }
+    let lock = take_lock(hi);
+    let store = match &lock {
+        Ok(_) => store::open(hi.remote.as_ref(), &hi.cache_dir).map_err(anyhow::Error::from),
+        Err(f) => Err(anyhow::anyhow!("{}", f.error)),
+    };
+    match store {
+        Ok(s) => match s.cas.find_missing(&[reprovm_sdk::Digest::empty_blake3()]).await {
+            Ok(_) => out.info(&format!("ok    store {} answers", s.describe)),
+            Err(e) => {
+                healthy = false;
+                out.info(&format!("FAIL  store {}: {e}", s.describe));
+            }
+        },
+        Err(e) => {
+            healthy = false;
+            out.info(&format!("FAIL  store: {e:#}"));
+        }
+    }
+    out.info(&format!(
+        "{} in {}",
+        if healthy { "healthy" } else { "unhealthy" },
+        human(start.elapsed())
+    ));
+    Ok(if healthy { 0 } else { EXIT_FAILED })
+}

@@ -1,0 +1,164 @@
+//! Line-oriented lexer of the manifest DSL. Each non-blank, non-comment line is one token: a task
+//! header, a brace, or a `key = value` field. Columns are 1-based character positions.
+//!
+//! A `#` starts a comment only as the first non-blank character of a line: commands often contain
+//! `#` (shell comments, `$#`, URLs), so a trailing `#` is part of the value.
+
+/// What one line holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Token {
+    /// `task NAME` optionally followed by `{`.
+    Task {
+        /// The task name.
+        name: String,
+        /// Whether the `{` is on the same line.
+        brace: bool,
+    },
+    /// A lone `{`.
+    Open,
+    /// A lone `}`.
+    Close,
+    /// `key = value` (the value trimmed, possibly empty).
+    Field {
+        /// Field name.
+        key: String,
+        /// Raw value text.
+        value: String,
+        /// Column where the value starts.
+        value_col: usize,
+    },
+}
+
+/// A token and where it starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spanned {
+    /// The token.
+    pub token: Token,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column of its first character.
+    pub col: usize,
+}
+
+/// A line the lexer cannot read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LexError {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Whether `name` is a valid task name: `[A-Za-z0-9_.-]+`.
+pub fn is_task_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// Splits `src` into tokens.
+pub fn lex(src: &str) -> Result<Vec<Spanned>, LexError> {
+    let mut out = Vec::new();
+    for (i, raw) in src.lines().enumerate() {
+        let line = i + 1;
+        let text = raw.trim_end_matches('\r');
+        let indent = text.chars().take_while(|c| c.is_whitespace()).count();
+        let body: String = text.chars().skip(indent).collect();
+        let body = body.trim_end();
+        let col = indent + 1;
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let err = |c: usize, m: String| LexError {
+            line,
+            col: c,
+            message: m,
+        };
+        let token = if body == "{" {
+            Token::Open
+        } else if body == "}" {
+            Token::Close
+        } else if let Some(rest) = body.strip_prefix("task").filter(|r| r.starts_with(char::is_whitespace)) {
+            let rest_trim = rest.trim_start();
+            let name_col = col + 4 + (rest.chars().count() - rest_trim.chars().count());
+            let (name, brace) = match rest_trim.strip_suffix('{') {
+                Some(n) => (n.trim_end(), true),
+                None => (rest_trim, false),
+            };
+            if !is_task_name(name) {
+                return Err(err(
+                    name_col,
+                    format!("invalid task name {name:?}: use letters, digits, '_', '.' and '-'"),
+                ));
+            }
+            Token::Task {
+                name: name.to_string(),
+                brace,
+            }
+        } else if let Some((key, value)) = body.split_once('=') {
+            let key = key.trim_end();
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(err(col, format!("invalid field name {key:?}")));
+            }
+            let after = value.chars().take_while(|c| c.is_whitespace()).count();
+            let value_col = col + body.chars().take_while(|c| *c != '=').count() + 1 + after;
+            Token::Field {
+                key: key.to_string(),
+                value: value.trim().to_string(),
+                value_col,
+            }
+        } else {
+            return Err(err(
+                col,
+                format!("expected `task NAME {{`, `key = value` or `}}`, found {body:?}"),
+            ));
+        };
+        out.push(Spanned { token, line, col });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_columns() {
+        let toks = lex("# c\ntask a {\n  cmd = echo # not a comment\n  deps =\n}\n").unwrap();
+        assert_eq!(toks.len(), 4);
+        assert_eq!(
+            toks[0].token,
+            Token::Task {
+                name: "a".into(),
+                brace: true
+            }
+        );
+        assert_eq!((toks[1].line, toks[1].col), (3, 3));
+        match &toks[1].token {
+            Token::Field { key, value, value_col } => {
+                assert_eq!(
+                    (key.as_str(), value.as_str(), *value_col),
+                    ("cmd", "echo # not a comment", 9)
+                );
+            }
+            t => panic!("{t:?}"),
+        }
+        assert_eq!(
+            toks[2].token,
+            Token::Field {
+                key: "deps".into(),
+                value: "".into(),
+                value_col: 9
+            }
+        );
+        assert_eq!(toks[3].token, Token::Close);
+    }
+
+    #[test]
+    fn errors_have_positions() {
+        let e = lex("task ok {\n   what is this\n}").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 4));
+        let e = lex("task b@d {").unwrap_err();
+        assert_eq!((e.line, e.col), (1, 6));
+    }
+}

@@ -1,0 +1,388 @@
+//! One run of a manifest: for each selected task, in dependency order and in parallel, compute its
+//! key, restore its outputs on a hit, or run it, store its outputs and record the result. Also the
+//! dry run, which computes the same keys and only reports.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reprovm_sdk::{Cas, Digest};
+
+use crate::action_cache::{self, ActionError, ActionResult, RESULT_VERSION};
+use crate::dag::{Graph, NodeState, Scheduler};
+use crate::exec::{self, Exit};
+use crate::manifest::Task;
+use crate::messages::{Reporter, RunReport, TaskRecord};
+use crate::workspace::Workspace;
+
+/// What a run needs besides the graph.
+pub struct RunOptions {
+    /// Parallel tasks.
+    pub jobs: usize,
+    /// Default timeout (a task's own `timeout` wins).
+    pub timeout: Option<Duration>,
+    /// Default retries (a task's own `retries` wins).
+    pub retries: u32,
+    /// Ignore cache hits.
+    pub force: bool,
+    /// Continue independent work after a failure.
+    pub keep_going: bool,
+}
+
+/// Shared state of a run.
+pub struct Runner<'a> {
+    graph: &'a Graph,
+    ws: &'a Workspace,
+    cas: Arc<dyn Cas>,
+    opts: RunOptions,
+    reporter: &'a Reporter,
+    /// Result digests of finished tasks, for their dependents' keys.
+    results: Mutex<HashMap<usize, Digest>>,
+    /// The record of each finished task.
+    records: Mutex<HashMap<usize, TaskRecord>>,
+}
+
+/// Why a task did not succeed (one attempt).
+struct Failure {
+    why: String,
+    output: Vec<u8>,
+    /// Whether running the command again could help.
+    retryable: bool,
+}
+
+impl<'a> Runner<'a> {
+    /// A runner.
+    pub fn new(
+        graph: &'a Graph,
+        ws: &'a Workspace,
+        cas: Arc<dyn Cas>,
+        opts: RunOptions,
+        reporter: &'a Reporter,
+    ) -> Self {
+        Self {
+            graph,
+            ws,
+            cas,
+            opts,
+            reporter,
+            results: Mutex::default(),
+            records: Mutex::default(),
+        }
+    }
+
+    /// Runs the selected tasks and reports.
+    pub async fn run(&self, selected: &[bool]) -> RunReport {
+        let start = Instant::now();
+        let states = Scheduler::new(self.graph, self.opts.jobs, self.opts.keep_going)
+            .run(selected, |i| self.run_task(i))
+            .await;
+        let mut records = std::mem::take(&mut *self.records.lock().expect("records"));
+        let mut report = RunReport::default();
+        for (i, state) in states.iter().enumerate() {
+            let name = &self.graph.task(i).name;
+            let (status, reason) = match state {
+                NodeState::NotSelected => continue,
+                NodeState::Skipped => ("skipped", Some(self.failed_deps(i, &states))),
+                NodeState::NotRun => (
+                    "not_run",
+                    Some("stopped after a failure (use --keep-going)".to_string()),
+                ),
+                NodeState::Succeeded | NodeState::Failed => {
+                    let r = records.remove(&i).expect("finished tasks have a record");
+                    report.saved_ms += r.saved_ms;
+                    report.tasks.push(r);
+                    continue;
+                }
+            };
+            self.reporter.skipped(name, reason.as_deref().unwrap_or_default());
+            report.tasks.push(TaskRecord {
+                name: name.clone(),
+                status,
+                duration_ms: 0,
+                saved_ms: 0,
+                attempts: 0,
+                reason,
+            });
+        }
+        for t in &report.tasks {
+            match t.status {
+                "ran" => report.ran += 1,
+                "cached" => report.cached += 1,
+                "failed" => report.failed += 1,
+                "skipped" => report.skipped += 1,
+                _ => report.not_run += 1,
+            }
+        }
+        report.total = report.tasks.len();
+        report.wall_ms = start.elapsed().as_millis() as u64;
+        report
+    }
+
+    fn failed_deps(&self, i: usize, states: &[NodeState]) -> String {
+        let bad: Vec<&str> = self
+            .graph
+            .deps(i)
+            .iter()
+            .filter(|&&d| matches!(states[d], NodeState::Failed | NodeState::Skipped))
+            .map(|&d| self.graph.task(d).name.as_str())
+            .collect();
+        format!("skipped: dependency {} failed", bad.join(", "))
+    }
+
+    fn record(
+        &self,
+        i: usize,
+        status: &'static str,
+        took: Duration,
+        saved_ms: u64,
+        attempts: u32,
+        reason: Option<String>,
+    ) {
+        let rec = TaskRecord {
+            name: self.graph.task(i).name.clone(),
+            status,
+            duration_ms: took.as_millis() as u64,
+            saved_ms,
+            attempts,
+            reason,
+        };
+        self.records.lock().expect("records").insert(i, rec);
+    }
+
+    /// One task, start to end. Returns success.
+    async fn run_task(&self, i: usize) -> bool {
+        let task = self.graph.task(i);
+        let start = Instant::now();
+        let key = match self.key(i, task).await {
+            Ok(k) => k,
+            Err(why) => {
+                self.reporter.failed(&task.name, &why, &[]);
+                self.record(i, "failed", start.elapsed(), 0, 0, Some(why));
+                return false;
+            }
+        };
+        tracing::debug!(task = %task.name, %key, "task key");
+        if !self.opts.force {
+            match self.try_restore(task, &key).await {
+                Ok(Some((result, written))) => {
+                    let saved = Duration::from_millis(result.duration_ms);
+                    self.results.lock().expect("results").insert(i, result.result_digest());
+                    self.reporter.cached(&task.name, written, saved);
+                    self.record(i, "cached", start.elapsed(), result.duration_ms, 0, None);
+                    return true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // A broken cache entry is not fatal: run the task and overwrite it.
+                    self.reporter
+                        .warn(&format!("{}: cannot restore from cache ({e}); running it", task.name));
+                }
+            }
+        }
+        let attempts_allowed = 1 + task.retries.unwrap_or(self.opts.retries);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.reporter.started(&task.name, &task.cmd);
+            match self.execute(task, &key).await {
+                Ok((result, output, took)) => {
+                    self.results.lock().expect("results").insert(i, result.result_digest());
+                    self.reporter.ran(&task.name, took, attempt, &output);
+                    self.record(i, "ran", start.elapsed(), 0, attempt, None);
+                    return true;
+                }
+                Err(f) if f.retryable && attempt < attempts_allowed => {
+                    self.reporter
+                        .retrying(&task.name, attempt, attempts_allowed - 1, &f.why);
+                }
+                Err(f) => {
+                    let why = if attempt > 1 {
+                        format!("{} (after {attempt} attempts)", f.why)
+                    } else {
+                        f.why
+                    };
+                    self.reporter.failed(&task.name, &why, &f.output);
+                    self.record(i, "failed", start.elapsed(), 0, attempt, Some(why));
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// The task key from the files on disk and the deps' results.
+    async fn key(&self, i: usize, task: &Task) -> Result<Digest, String> {
+        let mut inputs = Vec::with_capacity(task.inputs.len());
+        for rel in &task.inputs {
+            let abs = self.ws.resolve(rel).map_err(|e| format!("input {e}"))?;
+            let d = action_cache::hash_file(&abs)
+                .await
+                .map_err(|e| format!("input {rel:?}: {e}"))?;
+            inputs.push((Workspace::normalize(rel).map_err(|e| e.to_string())?, d));
+        }
+        let deps: Vec<(String, Digest)> = {
+            let results = self.results.lock().expect("results");
+            self.graph
+                .deps(i)
+                .iter()
+                .map(|&d| (self.graph.task(d).name.clone(), results[&d]))
+                .collect()
+        };
+        Ok(action_cache::task_key(&task.cmd, &task.env, &inputs, &deps))
+    }
+
+    /// On a hit whose blobs are all present, restores the outputs.
+    async fn try_restore(&self, task: &Task, key: &Digest) -> Result<Option<(ActionResult, usize)>, ActionError> {
+        let Some(result) = action_cache::lookup(&*self.cas, key).await? else {
+            return Ok(None);
+        };
+        // The declared outputs must match what was recorded (they are part of the task, not the key).
+        let mut declared: Vec<String> = task
+            .outputs
+            .iter()
+            .map(|o| Workspace::normalize(o))
+            .collect::<Result<_, _>>()?;
+        declared.sort();
+        let recorded: Vec<&String> = result.outputs.iter().map(|o| &o.path).collect();
+        if declared.iter().collect::<Vec<_>>() != recorded {
+            return Ok(None);
+        }
+        if !action_cache::outputs_present(&*self.cas, &result).await? {
+            return Ok(None);
+        }
+        let written = action_cache::restore_outputs(&*self.cas, self.ws, &result).await?;
+        Ok(Some((result, written)))
+    }
+
+    /// Runs the command once, then stores its outputs and result.
+    async fn execute(&self, task: &Task, key: &Digest) -> Result<(ActionResult, Vec<u8>, Duration), Failure> {
+        let timeout = task.timeout.or(self.opts.timeout);
+        let outcome = exec::run(&task.cmd, self.ws.root(), &task.env, timeout)
+            .await
+            .map_err(|e| Failure {
+                why: format!("cannot start `sh -c`: {e}"),
+                output: Vec::new(),
+                retryable: false,
+            })?;
+        if outcome.exit != Exit::Success {
+            return Err(Failure {
+                why: format!("command {}", outcome.exit),
+                output: outcome.output,
+                retryable: true,
+            });
+        }
+        let outputs = match action_cache::store_outputs(&*self.cas, self.ws, &task.outputs).await {
+            Ok(o) => o,
+            Err(e) => {
+                let retryable = matches!(e, ActionError::MissingOutput(_) | ActionError::NotAFile(_));
+                return Err(Failure {
+                    why: e.to_string(),
+                    output: outcome.output,
+                    retryable,
+                });
+            }
+        };
+        let result = ActionResult {
+            version: RESULT_VERSION,
+            task: task.name.clone(),
+            exit_code: 0,
+            duration_ms: outcome.duration.as_millis() as u64,
+            outputs,
+        };
+        if let Err(e) = self.cas.ac_put(key, result.encode()).await {
+            return Err(Failure {
+                why: format!("storing the action result: {e}"),
+                output: outcome.output,
+                retryable: false,
+            });
+        }
+        Ok((result, outcome.output, outcome.duration))
+    }
+}
+
+/// `-n`: what would run and why, without running or restoring anything.
+pub async fn dry_run(
+    graph: &Graph,
+    ws: &Workspace,
+    cas: &dyn Cas,
+    selected: &[bool],
+    force: bool,
+) -> Vec<(String, String, bool)> {
+    let mut out = Vec::new();
+    // Known results (from hits) and which tasks would run.
+    let mut results: HashMap<usize, ActionResult> = HashMap::new();
+    let mut runs = vec![false; graph.tasks().len()];
+    for i in graph.topo_order(selected) {
+        let task = graph.task(i);
+        let (would_run, why) = match plan_one(graph, ws, cas, i, &results, &runs, force).await {
+            Ok(Some(result)) => {
+                results.insert(i, result);
+                (false, "cached (hit)".to_string())
+            }
+            Ok(None) if force => (true, "would run (forced)".to_string()),
+            Ok(None) => (true, "would run (miss: no cached result)".to_string()),
+            Err(why) => (true, format!("would run ({why})")),
+        };
+        runs[i] = would_run;
+        out.push((task.name.clone(), why, would_run));
+    }
+    out
+}
+
+async fn plan_one(
+    graph: &Graph,
+    ws: &Workspace,
+    cas: &dyn Cas,
+    i: usize,
+    results: &HashMap<usize, ActionResult>,
+    runs: &[bool],
+    force: bool,
+) -> Result<Option<ActionResult>, String> {
+    let task = graph.task(i);
+    if let Some(&d) = graph.deps(i).iter().find(|&&d| runs[d]) {
+        return Err(format!("dependency `{}` will run", graph.task(d).name));
+    }
+    let mut inputs = Vec::new();
+    for rel in &task.inputs {
+        let norm = Workspace::normalize(rel).map_err(|e| e.to_string())?;
+        // An input a dep produces is what the dep's cached result says, not what is on disk now.
+        let from_dep = graph
+            .deps(i)
+            .iter()
+            .filter_map(|d| results.get(d))
+            .flat_map(|r| &r.outputs)
+            .find(|o| o.path == norm)
+            .map(|o| o.digest);
+        let d = match from_dep {
+            Some(d) => d,
+            None => {
+                let abs = ws.resolve(rel).map_err(|e| e.to_string())?;
+                action_cache::hash_file(&abs)
+                    .await
+                    .map_err(|_| format!("input `{rel}` not found"))?
+            }
+        };
+        inputs.push((norm, d));
+    }
+    let deps: Vec<(String, Digest)> = graph
+        .deps(i)
+        .iter()
+        .map(|&d| (graph.task(d).name.clone(), results[&d].result_digest()))
+        .collect();
+    if force {
+        return Ok(None);
+    }
+    let key = action_cache::task_key(&task.cmd, &task.env, &inputs, &deps);
+    let Some(result) = action_cache::lookup(cas, &key)
+        .await
+        .map_err(|e| format!("store: {e}"))?
+    else {
+        return Ok(None);
+    };
+    if !action_cache::outputs_present(cas, &result)
+        .await
+        .map_err(|e| format!("store: {e}"))?
+    {
+        return Err("cached outputs missing from the store".into());
+    }
+    Ok(Some(result))
+}
