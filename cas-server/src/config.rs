@@ -116,6 +116,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// TLS.
     pub tls: Option<TlsConfig>,
+    /// Default directory of online backups (`POST /v1/admin/backups`); none = `cas-backups` beside `data_dir`.
+    pub backup_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -136,6 +138,7 @@ impl Default for Config {
             remote: None,
             auth: AuthConfig::default(),
             tls: None,
+            backup_dir: None,
         }
     }
 }
@@ -318,6 +321,9 @@ impl Config {
         }
         if let Some(v) = env("CAS_REMOTE_ENDPOINT") {
             self.remote.get_or_insert_with(RemoteConfig::default).endpoint = Some(v);
+        }
+        if let Some(v) = env("CAS_BACKUP_DIR") {
+            self.backup_dir = Some(v.into());
         }
         if let Some(v) = env("CAS_TOKEN_FILE") {
             self.auth.token_file = Some(v.into());

@@ -14,9 +14,11 @@
 //!   (RocksDB, pieces, crash recovery) and [`store::piece`] (at-rest compression).
 //! - [`http`]: accept loop and graceful shutdown, routes, JSON errors.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`backup`]: incremental store backups (RocksDB BackupEngine), BLAKE3 manifests, deep verify, restore.
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod http;
 pub mod metrics;

@@ -40,6 +40,11 @@ struct ServeArgs {
 enum Command {
     /// Serve the blob protocol (the default).
     Serve(ServeArgs),
+    /// Store backups: create, list, verify [--deep], prune, restore.
+    Backup {
+        #[command(subcommand)]
+        command: cas_server::backup::cli::BackupCommand,
+    },
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -133,6 +138,7 @@ fn main() {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Serve(args)) => run_serve(args).await,
+            Some(Command::Backup { command }) => cas_server::backup::cli::run(command),
             None => run_serve(cli.serve).await,
         }
     });

@@ -299,6 +299,12 @@ impl RocksStore {
         &self.inner.path
     }
 
+    /// The database (for the sibling modules that extend the store, and for
+    /// `crate::backup`, which hands it to RocksDB's BackupEngine).
+    pub fn db(&self) -> &DB {
+        &self.inner.db
+    }
+
     /// In-memory counts.
     pub fn counters(&self) -> &StoreCounters {
         &self.inner.counters

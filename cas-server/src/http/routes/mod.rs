@@ -6,8 +6,10 @@
 //! | [`ac`] | `/v1/ac/{key}` and bazel's `/ac/{sha256}` |
 //! | [`refs`] | `/v1/refs/{name}`, `/v1/refs?prefix=` |
 //! | [`ops`] | `/health`, `/ready`, `/metrics`, `/metrics/json`, `/v1/stats`, `/v1/config` |
+//! | [`admin`] | `/v1/admin/backups` |
 
 pub mod ac;
+pub mod admin;
 pub mod blobs;
 pub mod ops;
 pub mod refs;
@@ -83,6 +85,7 @@ async fn route(state: &AppState, path: &str, req: Request<Incoming>) -> (&'stati
         "/v1/blobs:missing" => return guarded!("blobs_missing", [M::POST], blobs::missing(state, req)),
         "/v1/blobs:batch" => return guarded!("blobs_batch", [M::POST], blobs::batch(state, req)),
         "/v1/refs" => return guarded!("refs", ro, refs::list(state, req)),
+        "/v1/admin/backups" => return guarded!("admin_backups", [M::GET, M::POST], admin::backups(state, req)),
         _ => {}
     }
     if let Some(hash) = path.strip_prefix("/v1/blobs/") {
