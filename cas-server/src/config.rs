@@ -92,6 +92,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Size the local store aims to stay under (LRU eviction); none = unbounded.
     pub max_size: Option<ByteSize>,
+    /// Uploads that would take the stored bytes past this get 507 (instead of overfilling the disk).
+    pub max_size_hard_limit: Option<ByteSize>,
     /// Largest blob accepted (413 beyond).
     pub max_blob_size: ByteSize,
     /// Uploads are refused with 507 when the data dir's filesystem has less free space than this.
@@ -126,6 +128,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./cas-data"),
             max_size: None,
+            max_size_hard_limit: None,
             max_blob_size: ByteSize(8 << 30),
             min_free_space: ByteSize(64 << 20),
             compression: Compression::Zstd,
@@ -144,7 +147,7 @@ impl Default for Config {
 }
 
 /// `[remote]`: the object-storage tier.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RemoteConfig {
     /// `s3://bucket/prefix`, `az://…`, `gs://…`, `http(s)://…`, `file:///dir`.
@@ -155,12 +158,35 @@ pub struct RemoteConfig {
     pub region: Option<String>,
     /// Allow plain HTTP endpoints.
     pub allow_http: bool,
-    /// `write-behind`, `write-through` or `read-only`.
-    pub mode: Option<String>,
+    /// `write-behind` (default), `write-through` or `read-only`.
+    pub mode: crate::store::tiered::RemoteMode,
     /// Access key (else from the provider's usual environment variables).
     pub access_key_id: Option<String>,
     /// Secret key.
     pub secret_access_key: Option<String>,
+    /// Concurrent uploads of the write-behind queue.
+    pub uploaders: usize,
+    /// Longest wait between retries of a failing remote, in seconds.
+    pub max_retry_backoff_secs: u64,
+    /// Extra `object_store` configuration keys, passed as they are (e.g. `azure_storage_use_emulator`).
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            endpoint: None,
+            region: None,
+            allow_http: false,
+            mode: Default::default(),
+            access_key_id: None,
+            secret_access_key: None,
+            uploaders: 8,
+            max_retry_backoff_secs: 30,
+            options: Default::default(),
+        }
+    }
 }
 
 /// `[auth]`. With no tokens at all (none here, no token file) the server is
@@ -322,6 +348,12 @@ impl Config {
         if let Some(v) = env("CAS_REMOTE_ENDPOINT") {
             self.remote.get_or_insert_with(RemoteConfig::default).endpoint = Some(v);
         }
+        if let Some(v) = env("CAS_REMOTE_MODE") {
+            self.remote.get_or_insert_with(RemoteConfig::default).mode = parse_enum("CAS_REMOTE_MODE", &v)?;
+        }
+        if let Some(v) = env("CAS_MAX_SIZE_HARD_LIMIT") {
+            self.max_size_hard_limit = Some(size("CAS_MAX_SIZE_HARD_LIMIT", &v)?);
+        }
         if let Some(v) = env("CAS_BACKUP_DIR") {
             self.backup_dir = Some(v.into());
         }
@@ -343,6 +375,11 @@ impl Config {
         if let Some(r) = &mut c.remote {
             if r.secret_access_key.is_some() {
                 r.secret_access_key = Some("<redacted>".into());
+            }
+            for (k, v) in r.options.iter_mut() {
+                if k.contains("key") || k.contains("secret") || k.contains("token") || k.contains("password") {
+                    *v = "<redacted>".into();
+                }
             }
         }
         serde_json::to_value(c).unwrap_or_default()

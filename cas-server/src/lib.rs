@@ -11,7 +11,9 @@
 //! - [`config`]: the configuration (TOML file, `CAS_*` environment, flags).
 //! - [`auth`]: tokens, roles, and the role each route needs.
 //! - [`store`]: storage drivers behind the sdk's `Cas` trait — [`store::rocks`]
-//!   (RocksDB, pieces, crash recovery) and [`store::piece`] (at-rest compression).
+//!   (RocksDB, pieces, crash recovery), [`store::piece`] (at-rest compression),
+//!   [`store::tiered`] (local tier in front of object storage), [`store::sync_queue`]
+//!   (durable write-behind queue) and [`store::evict`] (LRU eviction).
 //! - [`http`]: accept loop and graceful shutdown, routes, JSON errors.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`backup`]: incremental store backups (RocksDB BackupEngine), BLAKE3 manifests, deep verify, restore.

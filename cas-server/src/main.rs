@@ -100,8 +100,10 @@ async fn reload_tokens_on_sighup(state: Arc<AppState>) {
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     init_logging(&config);
-    let (local, store) = cas_server::store::build(&config)
+    let stores = cas_server::store::build(&config)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    cas_server::store::spawn_background(&config, &stores);
+    let local = stores.local.clone();
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -114,8 +116,9 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("no tokens configured: every client may read, write and delete");
     }
     let state = Arc::new(AppState {
-        store,
+        store: stores.serving.clone(),
         local: local.clone(),
+        tier: stores.tier.clone(),
         config,
         metrics: Metrics::install(),
         auth,

@@ -315,3 +315,65 @@ async fn online_backup_under_concurrent_uploads_restores_every_acknowledged_blob
     cas_ok(&[&"backup", &"restore", &"--from", &explicit_dir, &"--to", &restored2]);
     assert_serves(&restored2, &before_second).await;
 }
+
+#[tokio::test]
+async fn backups_endpoint_is_for_admins_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = tmp.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        "[[tokens]]\nname = \"ci\"\ntoken = \"write-tok\"\nrole = \"write\"\n\n\
+         [[tokens]]\nname = \"ops\"\ntoken = \"admin-tok\"\nrole = \"admin\"\n",
+    )
+    .unwrap();
+    let backups = tmp.path().join("backups");
+    let s = Server::start(
+        &tmp.path().join("data"),
+        &[
+            ("CAS_TOKEN_FILE", tokens.to_str().unwrap()),
+            ("CAS_BACKUP_DIR", backups.to_str().unwrap()),
+        ],
+    );
+    let (st, _, _) = req(&s, "POST", "/v1/admin/backups", &[], "").await;
+    assert_eq!(st, 401);
+    let (st, _, _) = req(
+        &s,
+        "POST",
+        "/v1/admin/backups",
+        &[("authorization", "Bearer write-tok")],
+        "",
+    )
+    .await;
+    assert_eq!(st, 403);
+    let (st, _, _) = req(
+        &s,
+        "GET",
+        "/v1/admin/backups",
+        &[("authorization", "Bearer write-tok")],
+        "",
+    )
+    .await;
+    assert_eq!(st, 403);
+    assert!(
+        !backups.exists(),
+        "a refused request must not touch the backup directory"
+    );
+    let (st, _, body) = req(
+        &s,
+        "POST",
+        "/v1/admin/backups",
+        &[("authorization", "Bearer admin-tok")],
+        "",
+    )
+    .await;
+    assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
+    let (st, _, _) = req(
+        &s,
+        "GET",
+        "/v1/admin/backups",
+        &[("authorization", "Bearer admin-tok")],
+        "",
+    )
+    .await;
+    assert_eq!(st, 200);
+}

@@ -35,6 +35,8 @@ pub struct AppState {
     pub store: Arc<dyn Cas>,
     /// The local RocksDB tier (for statistics and readiness).
     pub local: RocksStore,
+    /// The tiered store, when a remote tier is configured (for its health and backlog).
+    pub tier: Option<Arc<crate::store::tiered::TieredStore>>,
     /// Effective configuration.
     pub config: Config,
     /// Metrics recorder handle.

@@ -31,12 +31,20 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, Write
 use super::piece;
 use crate::config::Compression;
 
-const CF_META: &str = "meta";
+pub(super) const CF_META: &str = "meta";
 const CF_DATA: &str = "data";
 const CF_STAGING: &str = "staging";
 const CF_AC: &str = "ac";
 const CF_REFS: &str = "refs";
-const ALL_CFS: [&str; 5] = [CF_META, CF_DATA, CF_STAGING, CF_AC, CF_REFS];
+/// Blobs and action results not yet copied to the remote tier (see `sync_queue.rs`).
+pub(super) const CF_SYNC: &str = "sync_queue";
+/// Digests known to be in the remote tier (so `find_missing` need not ask it).
+pub(super) const CF_REMOTE: &str = "remote_known";
+/// Last access time per blob, for LRU eviction; written without the WAL (losing some on a crash is harmless).
+pub(super) const CF_ATIME: &str = "atime";
+const ALL_CFS: [&str; 8] = [
+    CF_META, CF_DATA, CF_STAGING, CF_AC, CF_REFS, CF_SYNC, CF_REMOTE, CF_ATIME,
+];
 
 /// Tuning of a [`RocksStore`].
 #[derive(Clone, Debug)]
@@ -55,6 +63,10 @@ pub struct StoreOptions {
     pub min_free_space: u64,
     /// Re-hash whole-blob reads and fail them on mismatch.
     pub verify_reads: bool,
+    /// Queue every new blob and action result for the remote tier, in the same batch that commits it.
+    pub track_sync: bool,
+    /// Refuse uploads (507) that would take the stored bytes past this.
+    pub hard_limit: Option<u64>,
 }
 
 impl Default for StoreOptions {
@@ -67,6 +79,8 @@ impl Default for StoreOptions {
             sync_writes: false,
             min_free_space: 64 << 20,
             verify_reads: true,
+            track_sync: false,
+            hard_limit: None,
         }
     }
 }
@@ -156,14 +170,14 @@ pub struct RocksStore {
     inner: Arc<Inner>,
 }
 
-fn meta_key(d: &Digest) -> [u8; DIGEST_LEN + 1] {
+pub(super) fn meta_key(d: &Digest) -> [u8; DIGEST_LEN + 1] {
     let mut k = [0u8; DIGEST_LEN + 1];
     k[0] = d.kind().tag();
     k[1..].copy_from_slice(d.as_bytes());
     k
 }
 
-fn digest_of_key(k: &[u8]) -> Option<Digest> {
+pub(super) fn digest_of_key(k: &[u8]) -> Option<Digest> {
     let kind = HashKind::from_tag(*k.first()?)?;
     Some(Digest::from_bytes(kind, k.get(1..)?.try_into().ok()?))
 }
@@ -175,7 +189,7 @@ fn piece_key(data_id: u64, idx: u32) -> [u8; 12] {
     k
 }
 
-fn db_err(e: rocksdb::Error) -> CasError {
+pub(super) fn db_err(e: rocksdb::Error) -> CasError {
     let s = e.to_string();
     if s.contains("No space left") || s.contains("ENOSPC") {
         CasError::InsufficientStorage(s)
@@ -184,7 +198,7 @@ fn db_err(e: rocksdb::Error) -> CasError {
     }
 }
 
-fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -248,7 +262,13 @@ impl RocksStore {
         Ok(store)
     }
 
-    fn cf(&self, name: &str) -> &ColumnFamily {
+    /// The database (for the sibling modules that extend the store, and for
+    /// `crate::backup`, which hands it to RocksDB's BackupEngine).
+    pub fn db(&self) -> &DB {
+        &self.inner.db
+    }
+
+    pub(super) fn cf(&self, name: &str) -> &ColumnFamily {
         self.inner.db.cf_handle(name).expect("column family created at open")
     }
 
@@ -298,13 +318,6 @@ impl RocksStore {
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
-
-    /// The database (for the sibling modules that extend the store, and for
-    /// `crate::backup`, which hands it to RocksDB's BackupEngine).
-    pub fn db(&self) -> &DB {
-        &self.inner.db
-    }
-
     /// In-memory counts.
     pub fn counters(&self) -> &StoreCounters {
         &self.inner.counters
@@ -381,6 +394,7 @@ impl RocksStore {
                 .resolve(meta.size)
                 .ok_or(CasError::RangeNotSatisfiable { size: meta.size })?,
         };
+        self.touch(digest);
         if meta.pieces() > 1 {
             return Ok((meta, span, None));
         }
@@ -424,7 +438,17 @@ impl RocksStore {
         Ok(())
     }
 
-    fn write_opts(&self, sync: bool) -> WriteOptions {
+    /// Records an access for LRU eviction: a memtable write without the WAL, no read.
+    fn touch(&self, digest: &Digest) {
+        let mut w = WriteOptions::default();
+        w.disable_wal(true);
+        let _ = self
+            .inner
+            .db
+            .put_cf_opt(self.cf(CF_ATIME), meta_key(digest), now_secs().to_be_bytes(), &w);
+    }
+
+    pub(super) fn write_opts(&self, sync: bool) -> WriteOptions {
         let mut w = WriteOptions::default();
         w.set_sync(sync);
         w
@@ -448,6 +472,14 @@ impl RocksStore {
             return Ok(PutOutcome::Existed);
         }
         self.check_space(size.unwrap_or(opts.piece_size as u64))?;
+        if let Some(limit) = opts.hard_limit {
+            let stored = self.inner.counters.logical_bytes.load(Ordering::Relaxed);
+            if stored.saturating_add(size.unwrap_or(0)) > limit {
+                return Err(CasError::InsufficientStorage(format!(
+                    "the store holds {stored} bytes; this upload would pass max_size_hard_limit ({limit} bytes)"
+                )));
+            }
+        }
         let data_id = self.inner.next_data_id.fetch_add(1, Ordering::SeqCst);
         let mut upload = Upload {
             store: self,
@@ -532,6 +564,8 @@ impl RocksStore {
         };
         let mut batch = WriteBatch::default();
         batch.delete_cf(&self.cf(CF_META), meta_key(digest));
+        batch.delete_cf(self.cf(CF_ATIME), meta_key(digest));
+        batch.delete_cf(self.cf(CF_SYNC), super::sync_queue::blob_key(digest));
         batch.delete_range_cf(
             &self.cf(CF_DATA),
             piece_key(meta.data_id, 0),
@@ -577,11 +611,17 @@ impl RocksStore {
                 limit: MAX_AC_VALUE as u64,
             });
         }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_AC), meta_key(key), value);
+        if self.inner.opts.track_sync {
+            batch.put_cf(
+                self.cf(CF_SYNC),
+                super::sync_queue::ac_key(key),
+                now_secs().to_be_bytes(),
+            );
+        }
         let w = self.write_opts(self.inner.opts.sync_writes);
-        self.inner
-            .db
-            .put_cf_opt(&self.cf(CF_AC), meta_key(key), value, &w)
-            .map_err(db_err)
+        self.inner.db.write_opt(batch, &w).map_err(db_err)
     }
 
     /// Reads a ref.
@@ -702,6 +742,14 @@ impl Upload<'_> {
             batch.put_cf(&store.cf(CF_DATA), piece_key(self.data_id, 0), p);
         }
         batch.put_cf(&store.cf(CF_META), meta_key(digest), meta.encode());
+        batch.put_cf(store.cf(CF_ATIME), meta_key(digest), meta.stored_at.to_be_bytes());
+        if store.inner.opts.track_sync {
+            batch.put_cf(
+                store.cf(CF_SYNC),
+                super::sync_queue::blob_key(digest),
+                meta.stored_at.to_be_bytes(),
+            );
+        }
         if self.staged {
             batch.delete_cf(&store.cf(CF_STAGING), self.data_id.to_be_bytes());
         }

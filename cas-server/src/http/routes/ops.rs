@@ -32,8 +32,10 @@ pub async fn ready(state: &AppState) -> HandlerResult {
         .and_then(|r| r.ok());
     let min_free = state.config.min_free_space.0;
     let disk_ok = free.is_some_and(|f| f >= min_free);
-    let store_ok = state.store.stat(&reprovm_sdk::Digest::empty_blake3()).await.is_ok();
-    let ready = disk_ok && store_ok;
+    let store_ok = state.local.meta(&reprovm_sdk::Digest::empty_blake3()).is_ok();
+    let remote = remote_json(state).await;
+    let remote_ok = remote["reachable"].as_bool().unwrap_or(true);
+    let ready = disk_ok && store_ok && remote_ok;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -45,9 +47,32 @@ pub async fn ready(state: &AppState) -> HandlerResult {
             "ready": ready,
             "store": {"open": store_ok, "path": state.local.path()},
             "disk": {"free_bytes": free, "min_free_bytes": min_free, "ok": disk_ok},
-            "remote": {"configured": state.config.remote.is_some()},
+            "remote": remote,
         }),
     )
+}
+
+/// Remote tier health: configured, reachable, backlog, counters.
+async fn remote_json(state: &AppState) -> serde_json::Value {
+    let local = state.local.clone();
+    let backlog = tokio::task::spawn_blocking(move || local.sync_backlog())
+        .await
+        .unwrap_or(0);
+    metrics::gauge!("reprovm_sync_backlog").set(backlog as f64);
+    match &state.tier {
+        None => json!({"configured": false, "sync_backlog": backlog}),
+        Some(t) => json!({
+            "configured": true,
+            "url": state.config.remote.as_ref().map(|r| r.url.clone()),
+            "mode": t.mode(),
+            "reachable": t.status.reachable(),
+            "last_error": t.status.last_error(),
+            "sync_backlog": backlog,
+            "uploads": t.status.uploads.load(Ordering::Relaxed),
+            "upload_failures": t.status.failures.load(Ordering::Relaxed),
+            "downloads": t.status.downloads.load(Ordering::Relaxed),
+        }),
+    }
 }
 
 fn refresh_gauges(state: &AppState) {
@@ -62,6 +87,7 @@ fn refresh_gauges(state: &AppState) {
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(state: &AppState) -> HandlerResult {
     refresh_gauges(state);
+    remote_json(state).await;
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
         .body(body::full(state.metrics.render()))
@@ -103,8 +129,8 @@ pub async fn stats(state: &AppState) -> HandlerResult {
             "hits": hits as u64,
             "misses": misses as u64,
             "hit_rate": hit_rate,
-            "evictions": 0,
-            "sync_backlog": 0,
+            "evictions": sum("reprovm_evictions_total") as u64,
+            "remote": remote_json(state).await,
             "uptime_seconds": state.started.elapsed().as_secs(),
         }),
     )
