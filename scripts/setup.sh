@@ -27,4 +27,20 @@ fi
 if [ -n "$want_test" ] && command -v systemctl >/dev/null 2>&1; then
   systemctl disable --now nginx >/dev/null 2>&1 || true
 fi
+if [ -n "$want_test" ]; then
+  # Real servers for the remote-tier tests: S3 (moto), WebDAV (wsgidav), Azure Blob (azurite).
+  py_missing=()
+  command -v moto_server >/dev/null || py_missing+=("moto[server]")
+  command -v wsgidav >/dev/null || py_missing+=(wsgidav cheroot)
+  python3 -c "import azure.storage.blob" 2>/dev/null || py_missing+=(azure-storage-blob)
+  if [ ${#py_missing[@]} -gt 0 ]; then
+    echo "setup: pip install ${py_missing[*]}" >&2
+    python3 -m pip install -q --root-user-action=ignore "${py_missing[@]}" 2>/dev/null || python3 -m pip install -q "${py_missing[@]}"
+  fi
+  if ! command -v azurite-blob >/dev/null; then
+    echo "setup: npm install -g azurite" >&2
+    npm install -g --silent azurite >/dev/null
+  fi
+  hash -r
+fi
 command -v cargo >/dev/null || { echo "setup: cargo (rustup) is required" >&2; exit 1; }

@@ -24,7 +24,7 @@ impl Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cas-server"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .env("CAS_LOG_LEVEL", "warn")
+            .env("CAS_LOG_LEVEL", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {

@@ -1,0 +1,346 @@
+//! The remote tier against real servers: a directory, S3 (moto_server),
+//! Azure Blob (azurite) and WebDAV (wsgidav), each started by the test.
+//! `scripts/setup.sh --test` installs them.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{noise, req, Server};
+use reprovm_sdk::object_store::ObjectStoreCas;
+use reprovm_sdk::{Cas, CasExt, Digest, HttpCas, RetryPolicy};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A helper process (emulator) killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start on port {port} (is it installed? run scripts/setup.sh --test)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn spawn(cmd: &mut Command, port: u16, what: &str) -> Proc {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e} (run scripts/setup.sh --test)"));
+    let p = Proc(child);
+    wait_port(port, what);
+    p
+}
+
+fn moto(port: u16) -> Proc {
+    let p = spawn(
+        Command::new("moto_server").args(["-H", "127.0.0.1", "-p", &port.to_string()]),
+        port,
+        "moto_server",
+    );
+    let status = Command::new("curl")
+        .args(["-sf", "-X", "PUT", &format!("http://127.0.0.1:{port}/cache")])
+        .status()
+        .unwrap();
+    assert!(status.success(), "creating the bucket");
+    p
+}
+
+fn s3_config(port: u16) -> String {
+    format!(
+        "url = \"s3://cache/team\"\nendpoint = \"http://127.0.0.1:{port}\"\nregion = \"us-east-1\"\nallow_http = true\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\n"
+    )
+}
+
+/// Writes a config with the given `[remote]` body (plus top-level extras) and starts a server.
+fn server_with(dir: &Path, name: &str, top: &str, remote: &str) -> Server {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg, format!("{top}\n[remote]\nmax_retry_backoff_secs = 1\n{remote}")).unwrap();
+    Server::start(&dir.join(name), &[("CAS_CONFIG", cfg.to_str().unwrap())])
+}
+
+async fn stats(s: &Server) -> serde_json::Value {
+    serde_json::from_slice(&req(s, "GET", "/v1/stats", &[], "").await.2).unwrap()
+}
+
+async fn wait_for(s: &Server, what: &str, secs: u64, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let st = stats(s).await;
+        if pred(&st) {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn backlog_drained(s: &Server) {
+    wait_for(s, "the sync backlog to drain", 120, |st| {
+        st["remote"]["sync_backlog"] == 0
+    })
+    .await;
+}
+
+fn blobs() -> Vec<Bytes> {
+    [0usize, 1, 5000, 1 << 20, 3 * (1 << 20) + 7]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Bytes::from(noise(i as u64 + 50, *n)))
+        .collect()
+}
+
+/// Write-behind on one server, read-through on a second with an empty data
+/// dir (single-flight), then eviction with read-through on a third.
+async fn round_trip(remote: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = server_with(dir.path(), "a", "", remote);
+    let ca = HttpCas::new(a.url()).unwrap();
+    let data = blobs();
+    let mut digests = Vec::new();
+    for b in &data {
+        digests.push(ca.put_bytes(b.clone()).await.unwrap());
+    }
+    let key = Digest::of_blake3(b"an action");
+    ca.ac_put(&key, Bytes::from_static(b"action result")).await.unwrap();
+    backlog_drained(&a).await;
+
+    let b = server_with(dir.path(), "b", "", remote);
+    let cb = HttpCas::new(b.url()).unwrap();
+    assert_eq!(
+        cb.find_missing(&digests).await.unwrap(),
+        vec![],
+        "the second server sees the remote's blobs"
+    );
+    // 16 concurrent readers of the largest blob: all get it, one remote fetch.
+    let big = *digests.last().unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let cb = cb.clone();
+        tasks.push(tokio::spawn(async move { cb.get_bytes(&big).await }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), *data.last().unwrap());
+    }
+    assert_eq!(
+        stats(&b).await["remote"]["downloads"],
+        1,
+        "single-flight: one fetch for 16 readers"
+    );
+    for (d, bytes) in digests.iter().zip(&data) {
+        assert_eq!(&cb.get_bytes(d).await.unwrap(), bytes);
+    }
+    assert_eq!(
+        cb.ac_get(&key).await.unwrap().unwrap(),
+        Bytes::from_static(b"action result")
+    );
+    drop(b);
+
+    // A small local tier evicts, and what it evicted is read back through the remote.
+    let c = server_with(dir.path(), "c", "max_size = \"2MiB\"", remote);
+    let cc = HttpCas::new(c.url()).unwrap();
+    let mut more = Vec::new();
+    for i in 0..6u64 {
+        let bytes = Bytes::from(noise(900 + i, 1 << 20));
+        more.push((cc.put_bytes(bytes.clone()).await.unwrap(), bytes));
+    }
+    backlog_drained(&c).await;
+    wait_for(&c, "eviction", 30, |st| {
+        st["blobs"].as_u64().unwrap() < 6 && st["evictions"].as_u64().unwrap() > 0
+    })
+    .await;
+    for (d, bytes) in &more {
+        assert_eq!(
+            &cc.get_bytes(d).await.unwrap(),
+            bytes,
+            "evicted blob read through the remote"
+        );
+    }
+}
+
+#[tokio::test]
+async fn directory_remote() {
+    let remote_dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote_dir.path().display());
+    round_trip(&format!("url = \"{url}\"\n")).await;
+    // The layout is readable with standard tools: cas/<2 hex>/<digest>.
+    let d = Digest::of_blake3(&noise(50, 0));
+    assert!(remote_dir
+        .path()
+        .join("cas")
+        .join(&d.to_hex()[..2])
+        .join(d.to_hex())
+        .exists());
+}
+
+#[tokio::test]
+async fn s3_remote_with_moto() {
+    let port = free_port();
+    let _moto = moto(port);
+    round_trip(&s3_config(port)).await;
+}
+
+#[tokio::test]
+async fn azure_remote_with_azurite() {
+    // object_store's emulator mode talks to azurite's default port.
+    let dir = tempfile::tempdir().unwrap();
+    let _azurite = spawn(
+        Command::new("azurite-blob")
+            .args([
+                "--silent",
+                "--skipApiVersionCheck",
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                "10000",
+                "--location",
+            ])
+            .arg(dir.path()),
+        10000,
+        "azurite-blob",
+    );
+    let status = Command::new("python3")
+        .args(["-c", "from azure.storage.blob import BlobServiceClient as B; B.from_connection_string('UseDevelopmentStorage=true').create_container('cache')"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "creating the container");
+    round_trip("url = \"az://cache/team\"\n[remote.options]\nazure_storage_use_emulator = \"true\"\n").await;
+}
+
+#[tokio::test]
+async fn webdav_remote_with_wsgidav() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _dav = spawn(
+        Command::new("wsgidav")
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--auth",
+                "anonymous",
+                "--root",
+            ])
+            .arg(dir.path()),
+        port,
+        "wsgidav",
+    );
+    round_trip(&format!("url = \"http://127.0.0.1:{port}/cache\"\nallow_http = true\n")).await;
+}
+
+#[tokio::test]
+async fn corrupt_remote_object_is_not_served() {
+    let remote_dir = tempfile::tempdir().unwrap();
+    let remote = format!("url = \"file://{}\"\n", remote_dir.path().display());
+    let dir = tempfile::tempdir().unwrap();
+    let a = server_with(dir.path(), "a", "", &remote);
+    let data = Bytes::from(noise(7, 10_000));
+    let d = HttpCas::new(a.url()).unwrap().put_bytes(data).await.unwrap();
+    backlog_drained(&a).await;
+    let path = remote_dir.path().join("cas").join(&d.to_hex()[..2]).join(d.to_hex());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[5000] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+
+    let b = server_with(dir.path(), "b", "", &remote);
+    let (status, _, body) = req(&b, "GET", &format!("/v1/blobs/{d}"), &[], "").await;
+    assert_eq!(status, 500, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(common::error_code(&body), "corrupt");
+    assert_eq!(stats(&b).await["blobs"], 0, "the corrupt copy was not kept");
+}
+
+/// S3 goes away during 1,000 uploads: they all succeed locally, /ready shows
+/// the backlog, a restart keeps it, and once S3 is back it drains and every
+/// object is in the bucket and verifies.
+#[tokio::test]
+async fn s3_outage_backlog_survives_restart_and_drains() {
+    let port = free_port();
+    let moto_proc = moto(port);
+    let dir = tempfile::tempdir().unwrap();
+    let s = server_with(dir.path(), "a", "", &s3_config(port));
+    drop(moto_proc);
+
+    let client = HttpCas::builder(s.url())
+        .with_retry(RetryPolicy::none())
+        .build()
+        .unwrap();
+    let mut digests = Vec::new();
+    for chunk in (0..1000u64).collect::<Vec<_>>().chunks(50) {
+        let mut tasks = Vec::new();
+        for &i in chunk {
+            let client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                client
+                    .put_bytes(Bytes::from(noise(10_000 + i, 1000 + i as usize)))
+                    .await
+            }));
+        }
+        for t in tasks {
+            digests.push(t.await.unwrap().expect("uploads succeed locally while S3 is down"));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, body) = req(&s, "GET", "/ready", &[], "").await;
+        let ready: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if status == 503 && ready["remote"]["reachable"] == false {
+            assert!(ready["remote"]["sync_backlog"].as_u64().unwrap() > 0, "{ready}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/ready never reported the unreachable remote: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(s.terminate(), Some(0));
+
+    let s = server_with(dir.path(), "a", "", &s3_config(port));
+    let backlog = stats(&s).await["remote"]["sync_backlog"].as_u64().unwrap();
+    assert!(backlog > 0, "the backlog survives a restart");
+    let _moto = moto(port);
+    backlog_drained(&s).await;
+
+    let bucket = ObjectStoreCas::from_url(
+        "s3://cache/team",
+        [
+            ("aws_endpoint", format!("http://127.0.0.1:{port}")),
+            ("aws_allow_http", "true".into()),
+            ("aws_region", "us-east-1".into()),
+            ("aws_access_key_id", "test".into()),
+            ("aws_secret_access_key", "test".into()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    )
+    .unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        bucket.find_missing(&digests).await.unwrap(),
+        vec![],
+        "every object is in the bucket"
+    );
+    eprintln!("find_missing of 1000 digests against moto: {:?}", started.elapsed());
+    for (i, d) in digests.iter().enumerate().step_by(37) {
+        let got = bucket.get_bytes(d).await.expect("object verifies");
+        assert_eq!(got.len(), 1000 + i);
+    }
+}
