@@ -255,6 +255,21 @@ impl<'a> Runner<'a> {
 
     /// Runs the command once, then stores its outputs and result.
     async fn execute(&self, task: &Task, key: &Digest) -> Result<(ActionResult, Vec<u8>, Duration), Failure> {
+        // Declared outputs' directories exist before the command runs (as in most build tools).
+        for rel in &task.outputs {
+            let parent = self
+                .ws
+                .resolve(rel)
+                .ok()
+                .and_then(|p| p.parent().map(|p| p.to_path_buf()));
+            if let Some(dir) = parent {
+                std::fs::create_dir_all(&dir).map_err(|e| Failure {
+                    why: format!("creating {}: {e}", dir.display()),
+                    output: Vec::new(),
+                    retryable: false,
+                })?;
+            }
+        }
         let timeout = task.timeout.or(self.opts.timeout);
         let outcome = exec::run(&task.cmd, self.ws.root(), &task.env, timeout)
             .await

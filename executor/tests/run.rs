@@ -66,6 +66,19 @@ fn hello_c_builds_then_hits_then_restores_deleted_outputs() {
     assert_eq!(std::fs::read_to_string(d.join("greeting.txt")).unwrap(), "changed\n");
 }
 
+#[test]
+fn data_pipeline_example_runs_then_hits() {
+    let ws = copy_example("data-pipeline");
+    let d = ws.path();
+    let r = reprovm(d, &["-j", "2", "--stats", "manifest.rvm"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("Task statistics:"), "{r:?}");
+    let report = std::fs::read_to_string(d.join("report.md")).unwrap();
+    assert!(report.contains("Cairo 30.0") && report.contains("Oslo 2"), "{report}");
+    let r = reprovm(d, &["manifest.rvm"]);
+    assert_eq!(marked(&r, "[*]"), ["clean", "count", "report", "stats"], "{r:?}");
+}
+
 const DIAMOND: &str = "
 task base {
   cmd = cat base.txt > base.out; echo base >> runs.log
