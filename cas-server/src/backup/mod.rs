@@ -19,6 +19,7 @@
 
 pub mod cli;
 pub mod manifest;
+mod restore;
 pub mod scan;
 
 use std::fs::File;
@@ -235,7 +236,7 @@ impl BackupDir {
         Ok(out)
     }
 
-    fn resolve_id(&self, id: Option<u32>) -> Result<u32> {
+    pub(crate) fn resolve_id(&self, id: Option<u32>) -> Result<u32> {
         let ids: Vec<u32> = self.list()?.iter().map(|b| b.id).collect();
         match id {
             Some(id) if ids.contains(&id) => Ok(id),
@@ -357,51 +358,11 @@ impl BackupDir {
         scan::scan_store(&scratch.0)
     }
 
-    fn restore_into(&self, id: u32, dir: &Path) -> Result<()> {
+    pub(crate) fn restore_into(&self, id: u32, dir: &Path) -> Result<()> {
         let mut engine = self.engine()?;
         engine
             .restore_from_backup(dir, dir, &RestoreOptions::default(), id)
             .map_err(rocks_err(format!("restoring backup {id} into {}", dir.display())))
-    }
-
-    /// Restores backup `id` (default: the latest) as the data dir `to`. The
-    /// backup is restored beside `to`, every blob is re-hashed, and only then
-    /// is it renamed into place. An existing database at `to` is replaced
-    /// only with `force`, and never while a process holds its lock.
-    pub fn restore(&self, id: Option<u32>, to: &Path, force: bool) -> Result<(u32, ScanReport)> {
-        check_restore_target(to, force)?;
-        let id = self.resolve_id(id)?;
-        let name = to
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "data".into());
-        let parent = match to.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).map_err(io_err("creating", &parent))?;
-        let pid = std::process::id();
-        let staging = Scratch::new(parent.join(format!(".{name}.restoring-{pid}")));
-        self.restore_into(id, &staging.0)?;
-        let report = scan::scan_store(&staging.0)?;
-        if !report.ok() {
-            return Err(BackupError::RestoredCorrupt {
-                id,
-                blobs: report.blobs,
-                corrupt: report.corrupt.len(),
-                dir: to.to_path_buf(),
-            });
-        }
-        // Checked again: a server may have started on `to` while we restored.
-        check_restore_target(to, force)?;
-        if to.exists() {
-            let old = Scratch::new(parent.join(format!(".{name}.replaced-{pid}")));
-            std::fs::rename(to, &old.0).map_err(io_err("moving aside", to))?;
-            std::fs::rename(&staging.0, to).map_err(io_err("moving the restored store to", to))?;
-        } else {
-            std::fs::rename(&staging.0, to).map_err(io_err("moving the restored store to", to))?;
-        }
-        Ok((id, report))
     }
 
     fn remove_stale_scratch(&self) {
@@ -415,10 +376,10 @@ impl BackupDir {
 }
 
 /// A directory removed when dropped (scratch restores, a replaced data dir).
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Scratch {
-    fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf) -> Self {
         let _ = std::fs::remove_dir_all(&path);
         Self(path)
     }
@@ -432,38 +393,6 @@ impl Drop for Scratch {
 
 /// RocksDB reports a held `LOCK` only as text ("While lock file: …/LOCK:
 /// Resource temporarily unavailable"); there is no error kind for it.
-fn is_lock_error(message: &str) -> bool {
+pub(crate) fn is_lock_error(message: &str) -> bool {
     message.contains("lock file") || message.contains("/LOCK")
-}
-
-/// Refuses a restore target that holds a database unless `force`, one whose
-/// database a running process has open even with `force`, and a non-empty
-/// directory that is not a data dir always (`--force` never deletes arbitrary files).
-fn check_restore_target(to: &Path, force: bool) -> Result<()> {
-    if to.join("CURRENT").exists() {
-        if !force {
-            return Err(BackupError::TargetNotEmpty {
-                dir: to.to_path_buf(),
-                what: "already holds a RocksDB database (a data dir)",
-            });
-        }
-        // Taking the database's lock is the only reliable test that no server has it open.
-        // (This opens the old database once; it is about to be replaced anyway.)
-        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), to).unwrap_or_default();
-        if let Err(e) = rocksdb::DB::open_cf(&rocksdb::Options::default(), to, cfs) {
-            let message = e.to_string();
-            if is_lock_error(&message) {
-                return Err(BackupError::InUse {
-                    dir: to.to_path_buf(),
-                    message,
-                });
-            }
-        }
-        return Ok(());
-    }
-    let non_empty = std::fs::read_dir(to).is_ok_and(|mut rd| rd.next().is_some());
-    if non_empty {
-        return Err(BackupError::NotADataDir { dir: to.to_path_buf() });
-    }
-    Ok(())
 }
