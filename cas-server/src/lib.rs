@@ -16,6 +16,7 @@
 //!   (durable write-behind queue) and [`store::evict`] (LRU eviction).
 //! - [`http`]: accept loop and graceful shutdown, routes, JSON errors.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`sync`]: `cas-server sync status|push|pull`.
 //! - [`backup`]: incremental store backups (RocksDB BackupEngine), BLAKE3 manifests, deep verify, restore.
 #![deny(unsafe_code)]
 
@@ -25,6 +26,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod store;
+pub mod sync;
 
 pub use config::Config;
 pub use store::rocks::{RocksStore, StoreOptions};

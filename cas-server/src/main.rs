@@ -26,13 +26,13 @@ struct Cli {
 #[derive(clap::Args, Default)]
 struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080]
-    #[arg(long)]
+    #[arg(long, global = true)]
     listen: Option<String>,
     /// Data directory [default: ./cas-data]
-    #[arg(long)]
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
     /// TOML configuration file
-    #[arg(long, env = "CAS_CONFIG")]
+    #[arg(long, env = "CAS_CONFIG", global = true)]
     config: Option<PathBuf>,
 }
 
@@ -40,6 +40,13 @@ struct ServeArgs {
 enum Command {
     /// Serve the blob protocol (the default).
     Serve(ServeArgs),
+    /// The remote tier: status, push, pull (with the server stopped).
+    Sync {
+        #[command(subcommand)]
+        command: cas_server::sync::SyncCommand,
+        #[command(flatten)]
+        args: ServeArgs,
+    },
     /// Store backups: create, list, verify [--deep], prune, restore.
     Backup {
         #[command(subcommand)]
@@ -65,9 +72,11 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.init(),
@@ -100,6 +109,10 @@ async fn reload_tokens_on_sighup(state: Arc<AppState>) {
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     init_logging(&config);
+    let auth = cas_server::auth::Authenticator::new(&config.auth)?;
+    if !auth.enabled() {
+        tracing::warn!("no tokens configured: every client may read, write and delete");
+    }
     let stores = cas_server::store::build(&config)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     cas_server::store::spawn_background(&config, &stores);
@@ -111,10 +124,6 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "cas-server listening");
     // A line on stdout that scripts and tests can wait for (port 0 picks a free port).
     println!("listening on http://{addr}");
-    let auth = cas_server::auth::Authenticator::new(&config.auth)?;
-    if !auth.enabled() {
-        tracing::warn!("no tokens configured: every client may read, write and delete");
-    }
     let state = Arc::new(AppState {
         store: stores.serving.clone(),
         local: local.clone(),
@@ -142,6 +151,12 @@ fn main() {
         match cli.command {
             Some(Command::Serve(args)) => run_serve(args).await,
             Some(Command::Backup { command }) => cas_server::backup::cli::run(command),
+            Some(Command::Sync { command, args }) => {
+                let config = load_config(&args)?;
+                init_logging(&config);
+                let code = cas_server::sync::run(&config, command).await?;
+                std::process::exit(code)
+            }
             None => run_serve(cli.serve).await,
         }
     });

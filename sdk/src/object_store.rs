@@ -115,6 +115,25 @@ impl ObjectStoreCas {
         self.prefix.clone().join(dir).join(&hex[..2]).join(hex.as_str())
     }
 
+    /// Every BLAKE3 blob in the store whose hex digest starts with `hex_prefix`
+    /// (listing `cas/<2 hex>/`; objects with names that are not digests are skipped).
+    pub fn list_blobs(&self, hex_prefix: &str) -> futures::stream::BoxStream<'_, Result<Digest>> {
+        let mut dir = self.prefix.clone().join("cas");
+        if hex_prefix.len() >= 2 {
+            dir = dir.join(&hex_prefix[..2]);
+        }
+        let wanted = hex_prefix.to_string();
+        self.store
+            .list(Some(&dir))
+            .map_err(backend)
+            .try_filter_map(move |meta| {
+                let name = meta.location.filename().unwrap_or("").to_string();
+                let keep = name.starts_with(&wanted);
+                async move { Ok(if keep { Digest::parse(&name).ok() } else { None }) }
+            })
+            .boxed()
+    }
+
     fn ac_path(&self, key: &Digest) -> Path {
         self.prefix.clone().join("ac").join(key.to_hex().as_str())
     }
