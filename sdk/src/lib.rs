@@ -13,6 +13,7 @@
 //! - [`verify`]: stream adapters that check digests on the fly.
 //! - [`object_store`]: [`ObjectStoreCas`], a `Cas` kept directly in S3/Azure/GCS/HTTP/local object storage
 //!   (feature `object-store`).
+//! - [`snapshot`]: formats of directory snapshots (tree and snapshot objects, ref names, chunk sizes).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -24,6 +25,7 @@ pub mod error;
 #[cfg(feature = "object-store")]
 pub mod object_store;
 pub mod proto;
+pub mod snapshot;
 pub mod verify;
 
 pub use cas::{Blob, BlobInfo, ByteStream, Cas, CasExt, PutOutcome, RefCondition, RefValue};
