@@ -52,6 +52,47 @@ enum Command {
         #[command(subcommand)]
         command: cas_server::backup::cli::BackupCommand,
     },
+    /// Scrub (with the server stopped): re-hash every blob, list the corrupt ones, exit 1 if any.
+    Verify {
+        /// Quarantine the corrupt blobs: they read as absent until uploaded again.
+        #[arg(long)]
+        repair: bool,
+        #[command(flatten)]
+        args: ServeArgs,
+    },
+}
+
+/// `cas-server verify`: prints counts and corrupt digests; returns the exit code.
+fn run_verify(args: &ServeArgs, repair: bool) -> anyhow::Result<i32> {
+    let config = load_config(args)?;
+    let opts = cas_server::StoreOptions {
+        verify_reads: false,
+        min_free_space: 0,
+        ..cas_server::store::store_options(&config)
+    };
+    let store = cas_server::RocksStore::open(&config.data_dir, opts)
+        .with_context(|| format!("opening the store in {} (is a server running on it?)", config.data_dir.display()))?;
+    let report = store.scrub(repair)?;
+    println!("blobs: {}", report.blobs);
+    println!("bytes: {}", report.bytes);
+    println!("corrupt: {}", report.corrupt.len());
+    for (digest, why) in &report.corrupt {
+        println!("corrupt {digest}: {why}");
+    }
+    if repair {
+        println!("quarantined: {}", report.quarantined);
+    } else if !report.ok() {
+        println!("run again with --repair to quarantine the corrupt blobs (then upload them again to heal)");
+    }
+    if report.healed > 0 {
+        println!("healed: {} (uploaded again since their quarantine)", report.healed);
+    }
+    println!("in quarantine: {}", report.in_quarantine.len());
+    for digest in &report.in_quarantine {
+        println!("quarantined {digest}");
+    }
+    store.flush()?;
+    Ok(if report.ok() { 0 } else { 1 })
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -151,6 +192,7 @@ fn main() {
         match cli.command {
             Some(Command::Serve(args)) => run_serve(args).await,
             Some(Command::Backup { command }) => cas_server::backup::cli::run(command),
+            Some(Command::Verify { repair, args }) => std::process::exit(run_verify(&args, repair)?),
             Some(Command::Sync { command, args }) => {
                 let config = load_config(&args)?;
                 init_logging(&config);

@@ -4,6 +4,7 @@
 //! - [`rocks`]: the local RocksDB store; [`piece`]: its at-rest encoding.
 //! - [`sync_queue`]: the durable queue of what the remote tier lacks.
 //! - [`evict`]: LRU eviction of the local tier.
+//! - [`scrub`]: re-hashing every blob, quarantine of corrupt ones.
 //! - [`tiered`]: a local store in front of a remote one (a store of stores).
 //!
 //! [`build`] turns the configuration into the stack the server serves from.
@@ -11,6 +12,7 @@
 pub mod evict;
 pub mod piece;
 pub mod rocks;
+pub mod scrub;
 pub mod sync_queue;
 pub mod tiered;
 

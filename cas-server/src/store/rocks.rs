@@ -12,6 +12,8 @@
 //!   client gone, `kill -9`) leaves its id here, and [`RocksStore::open`]
 //!   deletes its pieces.
 //! - `ac`: action-cache values; `refs`: named pointers.
+//! - `quarantine`: meta records of blobs found corrupt (see `scrub.rs`); such a
+//!   blob has no `meta` record any more, so it reads as absent until re-uploaded.
 //!
 //! The store is synchronous underneath; the [`Cas`] implementation runs each
 //! call on tokio's blocking pool.
@@ -42,8 +44,10 @@ pub(super) const CF_SYNC: &str = "sync_queue";
 pub(super) const CF_REMOTE: &str = "remote_known";
 /// Last access time per blob, for LRU eviction; written without the WAL (losing some on a crash is harmless).
 pub(super) const CF_ATIME: &str = "atime";
-const ALL_CFS: [&str; 8] = [
-    CF_META, CF_DATA, CF_STAGING, CF_AC, CF_REFS, CF_SYNC, CF_REMOTE, CF_ATIME,
+/// Blobs that `cas-server verify --repair` found corrupt and took out of service (see `scrub.rs`).
+pub(super) const CF_QUARANTINE: &str = "quarantine";
+const ALL_CFS: [&str; 9] = [
+    CF_META, CF_DATA, CF_STAGING, CF_AC, CF_REFS, CF_SYNC, CF_REMOTE, CF_ATIME, CF_QUARANTINE,
 ];
 
 /// Tuning of a [`RocksStore`].
@@ -102,7 +106,7 @@ const META_VERSION: u8 = 1;
 const META_LEN: usize = 1 + 8 + 4 + 8 + 8;
 
 impl BlobMeta {
-    fn encode(&self) -> [u8; META_LEN] {
+    pub(super) fn encode(&self) -> [u8; META_LEN] {
         let mut out = [0u8; META_LEN];
         out[0] = META_VERSION;
         out[1..9].copy_from_slice(&self.size.to_be_bytes());
@@ -112,7 +116,7 @@ impl BlobMeta {
         out
     }
 
-    fn decode(b: &[u8]) -> Result<Self> {
+    pub(super) fn decode(b: &[u8]) -> Result<Self> {
         if b.len() != META_LEN || b[0] != META_VERSION {
             return Err(CasError::Corrupt(format!(
                 "meta record of {} bytes, version {:?}",
