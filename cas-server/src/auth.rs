@@ -181,6 +181,18 @@ impl Authenticator {
 
     /// Checks a request; returns the caller.
     pub fn check(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<Principal, AuthError> {
+        self.check_with_cert(method, path, headers, None)
+    }
+
+    /// Checks a request whose TLS client certificate (verified against the
+    /// configured CA) grants `cert_role`; a token, when presented, wins.
+    pub fn check_with_cert(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        cert_role: Option<Role>,
+    ) -> Result<Principal, AuthError> {
         let table = self.table.read().unwrap_or_else(|p| p.into_inner()).clone();
         let anonymous = Principal {
             name: "anonymous".into(),
@@ -201,7 +213,13 @@ impl Authenticator {
                 },
                 None => return Err(AuthError::Unauthenticated("unknown token".into())),
             },
-            None => anonymous,
+            None => match cert_role {
+                Some(role) => Principal {
+                    name: "client-certificate".into(),
+                    role: Some(role),
+                },
+                None => anonymous,
+            },
         };
         match (needed, principal.role) {
             (None, _) => Ok(principal),

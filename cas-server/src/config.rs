@@ -118,6 +118,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// TLS.
     pub tls: Option<TlsConfig>,
+    /// Rate limits, timeouts and caps.
+    pub limits: LimitsConfig,
     /// Default directory of online backups (`POST /v1/admin/backups`); none = `cas-backups` beside `data_dir`.
     pub backup_dir: Option<PathBuf>,
 }
@@ -141,6 +143,7 @@ impl Default for Config {
             remote: None,
             auth: AuthConfig::default(),
             tls: None,
+            limits: LimitsConfig::default(),
             backup_dir: None,
         }
     }
@@ -236,6 +239,54 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+    /// PEM CA bundle: clients presenting a certificate it signed get `client_cert_role` (mTLS).
+    /// Clients without a certificate are still accepted and authenticate with tokens.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Role of clients authenticated by certificate: `read`, `write` or `admin`.
+    #[serde(default = "default_cert_role")]
+    pub client_cert_role: String,
+}
+
+fn default_cert_role() -> String {
+    "read".into()
+}
+
+/// `[limits]`: protection against floods and slow clients.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests per second allowed from one IP address (token bucket; 429 beyond). None = unlimited.
+    pub per_ip_rps: Option<u32>,
+    /// Requests per second allowed for one token. None = unlimited.
+    pub per_token_rps: Option<u32>,
+    /// Bucket size: requests allowed in a burst above the rate.
+    pub burst: u32,
+    /// Uploads in flight at once (503 with Retry-After beyond).
+    pub max_inflight_uploads: usize,
+    /// Seconds a client may take to send its request headers.
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may stall between two chunks.
+    pub body_idle_timeout_secs: u64,
+    /// Largest request head (HTTP/1 read buffer / HTTP/2 header list), bytes.
+    pub max_header_bytes: usize,
+    /// Seconds a TLS handshake may take.
+    pub tls_handshake_timeout_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            per_ip_rps: None,
+            per_token_rps: None,
+            burst: 100,
+            max_inflight_uploads: 1024,
+            header_timeout_secs: 10,
+            body_idle_timeout_secs: 60,
+            max_header_bytes: 64 * 1024,
+            tls_handshake_timeout_secs: 10,
+        }
+    }
 }
 
 /// Errors loading configuration.
@@ -356,6 +407,27 @@ impl Config {
         }
         if let Some(v) = env("CAS_BACKUP_DIR") {
             self.backup_dir = Some(v.into());
+        }
+        if let (Some(cert), Some(key)) = (env("CAS_TLS_CERT"), env("CAS_TLS_KEY")) {
+            let client_ca = self.tls.as_ref().and_then(|t| t.client_ca.clone());
+            self.tls = Some(TlsConfig {
+                cert: cert.into(),
+                key: key.into(),
+                client_ca,
+                client_cert_role: default_cert_role(),
+            });
+        }
+        if let Some(v) = env("CAS_RATE_LIMIT_PER_IP") {
+            self.limits.per_ip_rps = Some(num("CAS_RATE_LIMIT_PER_IP", &v)? as u32);
+        }
+        if let Some(v) = env("CAS_RATE_LIMIT_PER_TOKEN") {
+            self.limits.per_token_rps = Some(num("CAS_RATE_LIMIT_PER_TOKEN", &v)? as u32);
+        }
+        if let Some(v) = env("CAS_HEADER_TIMEOUT_SECS") {
+            self.limits.header_timeout_secs = num("CAS_HEADER_TIMEOUT_SECS", &v)?;
+        }
+        if let Some(v) = env("CAS_BODY_IDLE_TIMEOUT_SECS") {
+            self.limits.body_idle_timeout_secs = num("CAS_BODY_IDLE_TIMEOUT_SECS", &v)?;
         }
         if let Some(v) = env("CAS_TOKEN_FILE") {
             self.auth.token_file = Some(v.into());

@@ -70,8 +70,12 @@ fn run_verify(args: &ServeArgs, repair: bool) -> anyhow::Result<i32> {
         min_free_space: 0,
         ..cas_server::store::store_options(&config)
     };
-    let store = cas_server::RocksStore::open(&config.data_dir, opts)
-        .with_context(|| format!("opening the store in {} (is a server running on it?)", config.data_dir.display()))?;
+    let store = cas_server::RocksStore::open(&config.data_dir, opts).with_context(|| {
+        format!(
+            "opening the store in {} (is a server running on it?)",
+            config.data_dir.display()
+        )
+    })?;
     let report = store.scrub(repair)?;
     println!("blobs: {}", report.blobs);
     println!("bytes: {}", report.bytes);
@@ -163,8 +167,10 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "cas-server listening");
+    let tls = config.tls.as_ref().map(cas_server::http::tls::acceptor).transpose()?;
     // A line on stdout that scripts and tests can wait for (port 0 picks a free port).
-    println!("listening on http://{addr}");
+    println!("listening on {}://{addr}", if tls.is_some() { "https" } else { "http" });
+    let config_limits = config.limits.clone();
     let state = Arc::new(AppState {
         store: stores.serving.clone(),
         local: local.clone(),
@@ -172,6 +178,8 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         config,
         metrics: Metrics::install(),
         auth,
+        limits: cas_server::http::limits::Limits::new(&config_limits),
+        tls,
         started: Instant::now(),
     });
     tokio::spawn(reload_tokens_on_sighup(state.clone()));

@@ -1,10 +1,12 @@
-//! The HTTP face of the server: accept loop and shutdown ([`server`]), one
-//! module per endpoint family ([`routes`]), JSON errors ([`error`]) and body
-//! helpers ([`body`]).
+//! The HTTP face of the server: accept loop and shutdown ([`server`]), TLS
+//! ([`tls`]), rate limits and caps ([`limits`]), one module per endpoint
+//! family ([`routes`]), JSON errors ([`error`]) and body helpers ([`body`]).
 
 pub mod body;
 pub mod error;
+pub mod limits;
 pub mod routes;
 pub mod server;
+pub mod tls;
 
 pub use server::{serve, AppState};

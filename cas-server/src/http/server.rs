@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use reprovm_sdk::cas::Cas;
@@ -43,6 +43,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Token check for every request.
     pub auth: crate::auth::Authenticator,
+    /// Rate limits and the upload cap.
+    pub limits: super::limits::Limits,
+    /// TLS acceptor when `[tls]` is configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// When the server started.
     pub started: Instant,
 }
@@ -55,8 +59,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let limit = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = connection_builder(&state.config.limits);
+    let handshake_timeout = Duration::from_secs(state.config.limits.tls_handshake_timeout_secs.max(1));
     tokio::pin!(shutdown);
+    let mut accepted = 0u64;
     loop {
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => p.expect("semaphore never closed"),
@@ -74,18 +80,31 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        accepted += 1;
+        if accepted % 1024 == 0 {
+            state.limits.housekeeping();
+        }
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let svc = service_fn(move |req| handle(state.clone(), peer, req));
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (state, builder, watcher) = (state.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-            drop(permit);
+            let _permit = permit; // released when the connection ends
+            let Some(tls) = state.tls.clone() else {
+                return serve_io(builder, watcher, TokioIo::new(stream), state, peer, None).await;
+            };
+            let tls_stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            // A certificate is only present here if it verified against the client CA.
+            let cert_role = tls_stream.get_ref().1.peer_certificates().is_some().then_some(()).and(
+                state
+                    .config
+                    .tls
+                    .as_ref()
+                    .and_then(|t| crate::auth::Role::parse(&t.client_cert_role)),
+            );
+            serve_io(builder, watcher, TokioIo::new(tls_stream), state, peer, cert_role).await
         });
     }
     drop(listener);
@@ -97,11 +116,50 @@ pub async fn serve(
     Ok(())
 }
 
-async fn handle(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+/// HTTP/1 and HTTP/2 settings: header timeout and size limits against slow or abusive clients.
+fn connection_builder(limits: &crate::config::LimitsConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.header_timeout_secs.max(1)))
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .keep_alive_interval(Duration::from_secs(30));
+    builder
+}
+
+/// Serves one connection (plain or TLS) until it ends or shutdown drains it.
+async fn serve_io<I>(
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: TokioIo<I>,
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    cert_role: Option<crate::auth::Role>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| handle(state.clone(), peer, cert_role, req));
+    let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+async fn handle(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    cert_role: Option<crate::auth::Role>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let (route, resp) = routes::dispatch(&state, req).await;
+    let (route, resp) = routes::dispatch(&state, req, peer, cert_role).await;
     let status = resp.status().as_u16();
     let elapsed = start.elapsed();
     state.metrics.request(route, method.as_str(), status, elapsed);

@@ -47,7 +47,15 @@ pub(super) const CF_ATIME: &str = "atime";
 /// Blobs that `cas-server verify --repair` found corrupt and took out of service (see `scrub.rs`).
 pub(super) const CF_QUARANTINE: &str = "quarantine";
 const ALL_CFS: [&str; 9] = [
-    CF_META, CF_DATA, CF_STAGING, CF_AC, CF_REFS, CF_SYNC, CF_REMOTE, CF_ATIME, CF_QUARANTINE,
+    CF_META,
+    CF_DATA,
+    CF_STAGING,
+    CF_AC,
+    CF_REFS,
+    CF_SYNC,
+    CF_REMOTE,
+    CF_ATIME,
+    CF_QUARANTINE,
 ];
 
 /// Tuning of a [`RocksStore`].
@@ -217,7 +225,9 @@ pub fn ref_etag(value: &[u8]) -> String {
 /// An error from the upload's body (client gone, bad encoding) as opposed to the store.
 fn body_err(e: std::io::Error) -> CasError {
     match e.kind() {
-        std::io::ErrorKind::InvalidData => CasError::InvalidInput(format!("bad request body: {e}")),
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::TimedOut | std::io::ErrorKind::ConnectionAborted => {
+            CasError::InvalidInput(format!("bad request body: {e}"))
+        }
         _ => CasError::Io(e),
     }
 }

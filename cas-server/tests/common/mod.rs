@@ -15,6 +15,7 @@ use hyper_util::rt::TokioExecutor;
 pub struct Server {
     pub child: Child,
     pub addr: String,
+    pub scheme: String,
     pub data_dir: PathBuf,
 }
 
@@ -34,20 +35,21 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read banner");
-        let addr = line
+        let (scheme, addr) = line
             .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected banner {line:?}"))
-            .to_string();
+            .strip_prefix("listening on ")
+            .and_then(|u| u.split_once("://"))
+            .unwrap_or_else(|| panic!("unexpected banner {line:?}"));
         Server {
+            scheme: scheme.to_string(),
+            addr: addr.to_string(),
             child,
-            addr,
             data_dir: data_dir.to_path_buf(),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     pub fn pid(&self) -> u32 {

@@ -29,9 +29,40 @@ pub struct HttpCasBuilder {
     token: Option<String>,
     retry: RetryPolicy,
     connect_timeout: Duration,
+    ca_file: Option<std::path::PathBuf>,
+}
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// TLS roots: the system's, plus a configured CA (for servers with private certificates).
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let bad = |e: String| CasError::InvalidInput(format!("CA file {}: {e}", path.display()));
+        for cert in rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+            roots
+                .add(cert.map_err(|e| bad(e.to_string()))?)
+                .map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CasError::InvalidInput(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 impl HttpCasBuilder {
+    /// Trusts the CA certificates of a PEM file (besides the system's) for `https://` URLs.
+    pub fn with_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
     /// Sets the bearer token (overrides one in the URL's user-info).
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
@@ -48,9 +79,9 @@ impl HttpCasBuilder {
     pub fn build(self) -> Result<HttpCas> {
         let url =
             url::Url::parse(&self.url).map_err(|e| CasError::InvalidInput(format!("bad URL {:?}: {e}", self.url)))?;
-        if url.scheme() != "http" {
+        if url.scheme() != "http" && url.scheme() != "https" {
             return Err(CasError::InvalidInput(format!(
-                "unsupported scheme {:?} in {:?}: expected http://host:port",
+                "unsupported scheme {:?} in {:?}: expected http(s)://host:port",
                 url.scheme(),
                 self.url
             )));
@@ -63,10 +94,21 @@ impl HttpCasBuilder {
             .token
             .or_else(|| url.password().map(|p| p.to_string()))
             .or_else(|| (!url.username().is_empty()).then(|| url.username().to_string()));
-        let base = format!("http://{host}:{port}{}", url.path().trim_end_matches('/'));
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let base = format!("{}://{host}:{port}{}", url.scheme(), url.path().trim_end_matches('/'));
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(self.connect_timeout));
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(self.ca_file.as_deref())?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
@@ -82,7 +124,7 @@ impl HttpCasBuilder {
 /// A [`Cas`] talking to a cas-server.
 #[derive(Clone, Debug)]
 pub struct HttpCas {
-    client: Client<HttpConnector, Body>,
+    client: Client<Connector, Body>,
     base: String,
     token: Option<String>,
     retry: RetryPolicy,
@@ -96,6 +138,7 @@ impl HttpCas {
             token: None,
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(10),
+            ca_file: None,
         }
     }
 

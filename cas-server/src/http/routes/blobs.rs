@@ -37,6 +37,15 @@ fn counted(s: ByteStream, record: fn(u64)) -> ByteStream {
     Box::pin(s.inspect_ok(move |b| record(b.len() as u64)))
 }
 
+/// Holds one of the limited upload slots for the duration of an upload.
+fn upload_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    state.limits.upload_slot().ok_or_else(|| {
+        let mut e = ApiError::new(503, "too_many_uploads", "too many uploads in flight; retry shortly");
+        e.headers.push((header::RETRY_AFTER, "1".into()));
+        e
+    })
+}
+
 /// Dispatches one blob by method.
 pub async fn blob(state: &AppState, digest: Digest, req: Request<Incoming>) -> HandlerResult {
     match *req.method() {
@@ -172,7 +181,14 @@ async fn put(state: &AppState, digest: Digest, req: Request<Incoming>) -> Handle
             .body(body::empty())
             .expect("valid"));
     }
-    let stream = decode_stream(encoding, counted(request_stream(req.into_body()), Metrics::bytes_in));
+    let _slot = upload_slot(state)?;
+    let stream = decode_stream(
+        encoding,
+        counted(
+            request_stream(req.into_body(), state.limits.body_idle),
+            Metrics::bytes_in,
+        ),
+    );
     let outcome = state.store.put(&digest, size, stream).await.map_err(|e| {
         if let CasError::DigestMismatch { expected, actual } = &e {
             tracing::warn!(target: "security", %expected, %actual, "upload refused: digest mismatch");
@@ -229,7 +245,8 @@ pub async fn missing(state: &AppState, req: Request<Incoming>) -> HandlerResult 
 
 /// `POST /v1/blobs:batch`: frames are decoded and stored as they arrive.
 pub async fn batch(state: &AppState, req: Request<Incoming>) -> HandlerResult {
-    let mut body = request_stream(req.into_body());
+    let _slot = upload_slot(state)?;
+    let mut body = request_stream(req.into_body(), state.limits.body_idle);
     let mut decoder = BatchDecoder::new(MAX_BATCH_FRAME.min(state.config.max_blob_size.0));
     let mut results = Vec::new();
     loop {

@@ -26,14 +26,50 @@ use super::server::AppState;
 pub type HandlerResult = Result<Response<Body>, ApiError>;
 
 /// Finds the handler for a request; returns the route label (for metrics) and the answer.
-pub async fn dispatch(state: &AppState, req: Request<Incoming>) -> (&'static str, Response<Body>) {
+pub async fn dispatch(
+    state: &AppState,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+    cert_role: Option<crate::auth::Role>,
+) -> (&'static str, Response<Body>) {
     let path = req.uri().path().to_string();
-    if let Err(e) = state.auth.check(req.method(), &path, req.headers()) {
+    let principal = state
+        .auth
+        .check_with_cert(req.method(), &path, req.headers(), cert_role);
+    // Every request counts against its IP's bucket, refused ones too; authenticated ones also against the token's.
+    let token = principal
+        .as_ref()
+        .ok()
+        .filter(|p| p.name != "anonymous")
+        .map(|p| p.name.as_str());
+    if let Err(wait) = state.limits.check_rate(peer.ip(), token) {
+        let secs = wait.as_secs() + 1;
+        let mut e = ApiError::new(429, "rate_limited", format!("too many requests; retry in {secs} s"));
+        e.headers.push((http::header::RETRY_AFTER, secs.to_string()));
+        return ("rate_limited", e.into_response());
+    }
+    if let Err(e) = principal {
         tracing::warn!(target: "security", method = %req.method(), path = %path, reason = %e, "request refused");
+        drain_small_body(req).await;
         return ("auth", ApiError::from(e).into_response());
     }
     let (route, result) = route(state, &path, req).await;
     (route, result.unwrap_or_else(ApiError::into_response))
+}
+
+/// Reads a small refused body (≤ 64 KiB, at most a second) before answering,
+/// so that clients still sending it see the answer instead of a reset stream.
+async fn drain_small_body(req: Request<Incoming>) {
+    use http_body_util::BodyExt;
+    let small = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n <= 64 * 1024);
+    if small {
+        let body = http_body_util::Limited::new(req.into_body(), 64 * 1024);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), body.collect()).await;
+    }
 }
 
 fn parse_digest(kind: HashKind, s: &str) -> Result<Digest, ApiError> {
