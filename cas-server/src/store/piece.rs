@@ -68,6 +68,11 @@ pub fn encode(raw: &[u8], compression: Compression, level: i32) -> Vec<u8> {
     }
 }
 
+/// Whether an encoded piece was stored raw (compression did not pay).
+pub fn is_raw(encoded: &[u8]) -> bool {
+    encoded.first() == Some(&RAW)
+}
+
 /// Decodes a stored piece whose raw length is `raw_len`.
 pub fn decode(stored: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
     let (tag, body) = stored.split_first().ok_or("empty piece")?;

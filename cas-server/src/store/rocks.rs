@@ -507,6 +507,7 @@ impl RocksStore {
         let mut total = 0u64;
         let mut idx = 0u32;
         let mut last_piece: Option<Vec<u8>> = None;
+        let mut incompressible_run = 0u32;
         loop {
             buf.clear();
             (&mut reader)
@@ -531,7 +532,11 @@ impl RocksStore {
                 break;
             }
             hasher.update(&buf);
-            let encoded = piece::encode(&buf, opts.compression, opts.compression_level);
+            // Incompressible data (already compressed artifacts, media) stays incompressible:
+            // after a piece that did not shrink, only every 16th piece tries again.
+            let codec = if incompressible_run % 16 == 0 { opts.compression } else { Compression::None };
+            let encoded = piece::encode(&buf, codec, opts.compression_level);
+            incompressible_run = if piece::is_raw(&encoded) { incompressible_run + 1 } else { 0 };
             if n < opts.piece_size && idx == 0 {
                 // The whole blob fits one piece: it is written with the commit, in one batch.
                 last_piece = Some(encoded);
