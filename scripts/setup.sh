@@ -10,7 +10,7 @@ want_test=""
 
 apt_pkgs=(libclang1-14 libclang-common-14-dev gcc g++ make curl)
 if [ -n "$want_test" ]; then
-  apt_pkgs+=(nginx-extras restic ninja-build hyperfine)
+  apt_pkgs+=(nginx-extras restic ninja-build hyperfine ccache openssl)
 fi
 missing=()
 for p in "${apt_pkgs[@]}"; do
