@@ -13,5 +13,7 @@ echo "== build"
 cargo build --release --workspace --all-targets
 echo "== tests"
 cargo test --release --workspace --no-fail-fast
+echo "== micro-benchmark smoke run (each criterion benchmark once)"
+cargo test --release -p reprovm-benches --benches
 echo "== benchmark smoke run (cas-server vs nginx)"
 QUICK=1 benches/compare-nginx.sh

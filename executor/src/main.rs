@@ -28,7 +28,7 @@ mod config;
 mod dag;
 mod exec;
 mod lock;
-mod manifest;
+use reprovm::manifest;
 mod messages;
 mod runner;
 mod store;

@@ -51,6 +51,20 @@ pub struct LexError {
     pub message: String,
 }
 
+/// Longest manifest line accepted, in bytes. A longer command could not be started anyway
+/// (Linux limits one argument of `sh -c` to 128 KiB), and error messages stay short.
+pub const MAX_LINE: usize = 64 << 10;
+
+/// `text` quoted for an error message, cut to 60 characters.
+fn quote(text: &str) -> String {
+    if text.chars().count() <= 60 {
+        format!("{text:?}")
+    } else {
+        let head: String = text.chars().take(60).collect();
+        format!("{head:?}… ({} bytes)", text.len())
+    }
+}
+
 /// Whether `name` is a valid task name: `[A-Za-z0-9_.-]+`.
 pub fn is_task_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
@@ -62,6 +76,21 @@ pub fn lex(src: &str) -> Result<Vec<Spanned>, LexError> {
     for (i, raw) in src.lines().enumerate() {
         let line = i + 1;
         let text = raw.trim_end_matches('\r');
+        if text.len() > MAX_LINE {
+            return Err(LexError {
+                line,
+                col: 1,
+                message: format!("line of {} bytes; the limit is {MAX_LINE}", text.len()),
+            });
+        }
+        if let Some(pos) = text.chars().position(|c| c.is_control() && c != '\t') {
+            let c = text.chars().nth(pos).expect("found above");
+            return Err(LexError {
+                line,
+                col: pos + 1,
+                message: format!("control character U+{:04X} is not allowed in a manifest", c as u32),
+            });
+        }
         let indent = text.chars().take_while(|c| c.is_whitespace()).count();
         let body: String = text.chars().skip(indent).collect();
         let body = body.trim_end();
@@ -88,7 +117,10 @@ pub fn lex(src: &str) -> Result<Vec<Spanned>, LexError> {
             if !is_task_name(name) {
                 return Err(err(
                     name_col,
-                    format!("invalid task name {name:?}: use letters, digits, '_', '.' and '-'"),
+                    format!(
+                        "invalid task name {}: use letters, digits, '_', '.' and '-'",
+                        quote(name)
+                    ),
                 ));
             }
             Token::Task {
@@ -98,7 +130,7 @@ pub fn lex(src: &str) -> Result<Vec<Spanned>, LexError> {
         } else if let Some((key, value)) = body.split_once('=') {
             let key = key.trim_end();
             if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(err(col, format!("invalid field name {key:?}")));
+                return Err(err(col, format!("invalid field name {}", quote(key))));
             }
             let after = value.chars().take_while(|c| c.is_whitespace()).count();
             let value_col = col + body.chars().take_while(|c| *c != '=').count() + 1 + after;
@@ -110,7 +142,7 @@ pub fn lex(src: &str) -> Result<Vec<Spanned>, LexError> {
         } else {
             return Err(err(
                 col,
-                format!("expected `task NAME {{`, `key = value` or `}}`, found {body:?}"),
+                format!("expected `task NAME {{`, `key = value` or `}}`, found {}", quote(body)),
             ));
         };
         out.push(Spanned { token, line, col });

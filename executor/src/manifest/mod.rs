@@ -19,6 +19,4 @@ pub mod model;
 pub mod parse;
 
 pub use model::{Manifest, Task};
-pub use parse::parse_file;
-#[cfg(test)]
-pub use parse::parse_str;
+pub use parse::{parse_file, parse_str};
