@@ -22,6 +22,9 @@ pub enum CacheError {
     /// Files of the cache dir.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A snapshot whose trees cannot be walked (gc then deletes nothing).
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::reach::ReachError),
 }
 
 /// Figures of `cache stats`.
@@ -163,10 +166,18 @@ pub fn gc(cache_dir: &Path, dry_run: bool) -> Result<(u64, u64, u64), CacheError
             live.extend(result.outputs.iter().map(|o| o.digest));
         }
     }
-    // Refs are opaque to the store: any digest written in a ref's value keeps that blob.
+    // Refs are opaque to the store: any digest written in a ref's value keeps that blob. A
+    // snapshot ref's digest is a snapshot object: walk it to its trees and chunks.
+    let mut trees_walked = HashSet::new();
     for name in store.ref_list_sync("")? {
         if let Some(r) = store.ref_get_sync(&name)? {
-            live.extend(digests_in(&String::from_utf8_lossy(&r.value)));
+            let found = digests_in(&String::from_utf8_lossy(&r.value));
+            if name.starts_with(reprovm_sdk::snapshot::REF_ROOT) {
+                for d in &found {
+                    crate::snapshot::reach::mark(&store, &name, *d, &mut live, &mut trees_walked)?;
+                }
+            }
+            live.extend(found);
         }
     }
     let (mut kept, mut deleted, mut freed) = (0, 0, 0);

@@ -18,6 +18,7 @@
 //! - [`store`]: opening the store a URL names.
 //! - [`lock`]: the PID lock file of a cache dir.
 //! - [`cache_cmd`]: `reprovm cache stats|clean|verify|gc`.
+//! - [`snapshot`]: `reprovm snapshot create|list|restore|diff|verify|forget`.
 //! - [`messages`]: every line the user sees: status, progress bar, summary, stats.
 #![deny(unsafe_code)]
 
@@ -31,6 +32,7 @@ mod lock;
 use reprovm::manifest;
 mod messages;
 mod runner;
+mod snapshot;
 mod store;
 mod workspace;
 

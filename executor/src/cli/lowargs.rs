@@ -134,6 +134,11 @@ pub enum Command {
         #[command(subcommand)]
         action: CacheAction,
     },
+    /// Incremental directory snapshots in the store (`--remote` like a run).
+    Snapshot {
+        #[command(subcommand)]
+        action: crate::snapshot::args::SnapshotAction,
+    },
 }
 
 /// `reprovm cache …`.

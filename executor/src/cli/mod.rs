@@ -51,8 +51,8 @@ impl<T, E: Into<anyhow::Error>> OrExit<T> for Result<T, E> {
 }
 
 /// Parses the arguments and runs; returns the exit code or an error with its code.
-pub fn run(low: LowArgs) -> Result<u8, Failure> {
-    let command = low.command.as_ref().map(|Command::Cache { action }| *action);
+pub fn run(mut low: LowArgs) -> Result<u8, Failure> {
+    let command = low.command.take();
     let hi = HiArgs::from_low(low).or_exit(EXIT_USAGE)?;
     init_logging(&hi).or_exit(EXIT_USAGE)?;
     let plain = Reporter::plain(hi.style);
@@ -64,8 +64,10 @@ pub fn run(low: LowArgs) -> Result<u8, Failure> {
         .build()
         .context("starting the async runtime")
         .or_exit(EXIT_FAILED)?;
-    if let Some(action) = command {
-        return cache_command(&hi, action, &plain);
+    match command {
+        Some(Command::Cache { action }) => return cache_command(&hi, action, &plain),
+        Some(Command::Snapshot { action }) => return crate::snapshot::run(&hi, action, &rt, &plain),
+        None => {}
     }
     if hi.health_check {
         return rt.block_on(health_check(&hi, &plain));
@@ -137,7 +139,7 @@ pub fn run(low: LowArgs) -> Result<u8, Failure> {
     })
 }
 
-fn store_failure(e: StoreError) -> Failure {
+pub(crate) fn store_failure(e: StoreError) -> Failure {
     let code = match e {
         StoreError::Scheme(_) => EXIT_USAGE,
         StoreError::Open { .. } => EXIT_FAILED,
@@ -145,7 +147,7 @@ fn store_failure(e: StoreError) -> Failure {
     fail(code)(e.into())
 }
 
-fn take_lock(hi: &HiArgs) -> Result<lock::LockGuard, Failure> {
+pub(crate) fn take_lock(hi: &HiArgs) -> Result<lock::LockGuard, Failure> {
     lock::acquire(&hi.cache_dir, hi.lock_wait).map_err(|e| {
         let code = match e {
             LockError::Held { .. } => EXIT_LOCKED,
