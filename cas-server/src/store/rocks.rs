@@ -259,6 +259,12 @@ impl RocksStore {
             }
             ColumnFamilyDescriptor::new(*name, o)
         });
+        // The default column family is unused; left out, it would get a 64 MiB memtable, and
+        // RocksDB resumes by itself after a disk-full error only once the largest memtable's
+        // size is free again.
+        let mut default_cf = Options::default();
+        default_cf.set_write_buffer_size(1 << 20);
+        let cfs = cfs.chain([ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, default_cf)]);
         let db = DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(db_err)?;
         let store = Self {
             inner: Arc::new(Inner {
