@@ -198,7 +198,7 @@ fn round_trip_of_a_300_mib_tree_then_a_one_byte_edit_uploads_few_chunks() {
     );
     let up = n(&second, "chunks_uploaded");
     assert!((1..=3).contains(&up), "a 1-byte edit uploaded {up} chunks: {second}");
-    assert!(n(&second, "bytes_uploaded") <= 3 * 4 << 20, "{second}");
+    assert!(n(&second, "bytes_uploaded") <= 3 * (4 << 20), "{second}");
     // Only the trees on the path to big.bin (the root) changed.
     assert_eq!(n(&second, "trees_uploaded"), 1, "{second}");
 
@@ -409,4 +409,18 @@ fn usage_errors_exit_2() {
     assert_eq!(r.code, 2, "{r:?}");
     let r = rv(dir, &["snapshot", "restore", "x", "out", "--include", "../etc"]);
     assert_eq!(r.code, 2, "{r:?}");
+}
+
+#[test]
+fn the_cache_dir_is_not_snapshotted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs::create_dir(dir.join("src")).unwrap();
+    fs::write(dir.join("src/f"), "f").unwrap();
+    let s = json(&rv(dir, &["snapshot", "create", ".", "--name", "self", "--json"]));
+    assert_eq!(n(&s, "files_new"), 1, "only src/f, nothing of cache/: {s}");
+    let out = tempfile::tempdir().unwrap();
+    let r = rv(dir, &["snapshot", "restore", "self", out.path().to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(out.path().join("src/f").exists() && !out.path().join("cache").exists());
 }

@@ -30,6 +30,8 @@ struct Walker<'a> {
     up: Uploader,
     stats: SnapshotStats,
     progress: Progress,
+    /// The cache dir (canonical), skipped if met: it changes while it is read.
+    exclude: Option<std::path::PathBuf>,
 }
 
 /// Nanoseconds since the epoch of a metadata's mtime.
@@ -49,6 +51,9 @@ impl Walker<'_> {
         let mut entries = Vec::with_capacity(names.len());
         for name in names {
             let p = path.join(&name);
+            if self.exclude.as_deref() == Some(p.as_path()) {
+                continue;
+            }
             let shown = join_display(display, &name.to_string_lossy());
             let md = std::fs::symlink_metadata(&p).with_context(|| format!("reading {}", p.display()))?;
             let prev = parent.and_then(|t| t.get(name.as_bytes()));
@@ -213,6 +218,7 @@ pub fn run(ctx: &Ctx, dir: &Path, name: &str, no_parent: bool, json: bool) -> an
         up: Uploader::new(ctx.cas.clone()),
         stats: SnapshotStats::default(),
         progress: Progress::bytes(ctx.style, "Snapshotting"),
+        exclude: std::fs::canonicalize(&ctx.cache_dir).ok(),
     };
     let root = w.dir(&source, "", parent_root.as_ref())?;
     let Walker {

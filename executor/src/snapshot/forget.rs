@@ -97,7 +97,7 @@ pub fn run(ctx: &Ctx, args: &ForgetArgs) -> anyhow::Result<u8> {
     }
     let (mut kept, mut removed) = (0, 0);
     for (_, mut list) in groups {
-        list.sort_by(|a, b| b.0.cmp(&a.0));
+        list.sort_by_key(|x| std::cmp::Reverse(x.0));
         let times: Vec<Timestamp> = list.iter().map(|(t, _)| *t).collect();
         for ((_, r), keep) in list.iter().zip(policy.keep(&times)) {
             if keep {

@@ -53,6 +53,8 @@ pub struct Ctx<'a> {
     pub out: &'a Reporter,
     /// Output look (progress bars).
     pub style: crate::messages::Style,
+    /// The cache dir: never snapshotted, even when it lies inside the directory.
+    pub cache_dir: std::path::PathBuf,
 }
 
 /// Runs one `snapshot` subcommand; returns the exit code.
@@ -69,6 +71,7 @@ pub fn run(hi: &HiArgs, action: SnapshotAction, rt: &Runtime, out: &Reporter) ->
         rt,
         out,
         style: hi.style,
+        cache_dir: hi.cache_dir.clone(),
     };
     let result = match action {
         SnapshotAction::Create {
@@ -152,8 +155,7 @@ pub fn resolve(ctx: &Ctx, spec: &str) -> anyhow::Result<Resolved> {
             .block_on(ctx.cas.ref_list(&fmt::ref_prefix(&name)))
             .context("listing snapshots")?
             .into_iter()
-            .filter(|r| fmt::parse_ref(r).is_ok())
-            .next_back()
+            .rfind(|r| fmt::parse_ref(r).is_ok())
             .ok_or_else(|| Usage(format!("no snapshot named {name:?} (see `reprovm snapshot list`)")))?,
     };
     let value = ctx
@@ -196,7 +198,7 @@ pub fn load_snapshot(ctx: &Ctx, digest: &Digest) -> anyhow::Result<Snapshot> {
 /// Reads and decodes a tree.
 pub fn load_tree(ctx: &Ctx, digest: &Digest) -> anyhow::Result<Tree> {
     let bytes = load_verified(ctx, digest).with_context(|| format!("reading tree {digest}"))?;
-    Ok(Tree::decode(&bytes).with_context(|| format!("tree {digest}"))?)
+    Tree::decode(&bytes).with_context(|| format!("tree {digest}"))
 }
 
 /// `dir/name` for messages, from raw name bytes.

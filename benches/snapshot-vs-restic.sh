@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# reprovm snapshots vs restic on the same generated tree, same filesystem: first snapshot,
+# unchanged re-snapshot, full restore. Prints a markdown table of medians and the
+# reprovm/restic time ratio (below 1 = reprovm faster), plus the stored sizes.
+#
+#   benches/snapshot-vs-restic.sh                 # 1 GiB tree, median of 3 (a few minutes)
+#   SIZE_MIB=4096 benches/snapshot-vs-restic.sh   # another tree size
+#   QUICK=1 benches/snapshot-vs-restic.sh         # 64 MiB, one run (well under a minute)
+#
+# Tree: half the bytes in one large file, a quarter in 32 medium files, a quarter in small
+# files (4-64 KiB) spread over nested directories, plus symlinks and empty dirs; contents
+# pseudo-random (incompressible), fixed seed. Both tools write to a fresh repository in the
+# same directory as the tree; page cache is warm for both (the tree is read once before).
+# restic runs with RESTIC_PASSWORD set (its encryption is part of its cost) and its default
+# compression; reprovm uses its embedded store (zstd level 1, which leaves random data raw).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+target=${CARGO_TARGET_DIR:-/var/tmp/reprovm-target}
+export CARGO_TARGET_DIR=$target
+runs=${RUNS:-3}
+size_mib=${SIZE_MIB:-1024}
+if [ -n "${QUICK:-}" ]; then runs=1; size_mib=${SIZE_MIB:-64}; fi
+if [ -z "${NO_BUILD:-}" ]; then (cd "$here" && cargo build --release -q -p reprovm); fi
+reprovm=$target/release/reprovm
+command -v restic >/dev/null || { echo "restic is not installed (scripts/setup.sh --test)" >&2; exit 1; }
+export RESTIC_PASSWORD=bench-password RESTIC_PROGRESS_FPS=0
+
+work=$(mktemp -d /var/tmp/reprovm-snapbench.XXXXXX)
+cleanup() { rm -rf "$work"; }
+trap cleanup EXIT
+src=$work/src
+
+echo "generating a ${size_mib} MiB tree in $src" >&2
+python3 - "$src" "$size_mib" <<'EOF'
+import os, random, sys
+root, mib = sys.argv[1], int(sys.argv[2])
+rng = random.Random(20261130)
+total = mib << 20
+def write(path, size):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        while size > 0:
+            k = min(size, 1 << 20)
+            f.write(rng.randbytes(k))
+            size -= k
+write(f"{root}/big/large.bin", total // 2)
+for i in range(32):
+    write(f"{root}/medium/m{i:02}.bin", total // 4 // 32)
+left, i = total // 4, 0
+while left > 0:
+    size = min(left, rng.randint(4 << 10, 64 << 10))
+    write(f"{root}/small/d{i % 16:02}/e{i % 7}/f{i:05}.dat", size)
+    left -= size
+    i += 1
+os.makedirs(f"{root}/empty/nested", exist_ok=True)
+os.symlink("../big/large.bin", f"{root}/small/link")
+EOF
+files=$(find "$src" -type f | wc -l)
+cat "$src"/big/large.bin >/dev/null  # warm the page cache for both tools alike
+
+now() { date +%s.%N; }
+# times[<op>_<tool>] accumulates one figure per run.
+declare -A times
+record() { times[$1]="${times[$1]:-} $2"; }
+timed() { # timed KEY CMD... : runs CMD, records its seconds under KEY
+  local key=$1 t0
+  shift
+  t0=$(now)
+  "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; echo "failed: $*" >&2; exit 1; }
+  record "$key" "$(echo "$(now) - $t0" | bc)"
+}
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+for run in $(seq 1 "$runs"); do
+  echo "run $run of $runs" >&2
+  cache=$work/reprovm-$run repo=$work/restic-$run
+  rm -rf "$cache" "$repo" "$work/out-r" "$work/out-s"
+  restic init --repo "$repo" -q >/dev/null
+
+  timed first_reprovm "$reprovm" snapshot create "$src" --name bench --cache-dir "$cache"
+  timed first_restic restic backup --repo "$repo" -q "$src"
+  timed again_reprovm "$reprovm" snapshot create "$src" --name bench --cache-dir "$cache"
+  timed again_restic restic backup --repo "$repo" -q "$src"
+  timed restore_reprovm "$reprovm" snapshot restore bench "$work/out-r" --cache-dir "$cache"
+  timed restore_restic restic restore latest --repo "$repo" -q --target "$work/out-s"
+  # Both restores must be exact.
+  diff -r "$src" "$work/out-r" >/dev/null || { echo "reprovm restore differs" >&2; exit 1; }
+  diff -r "$src" "$work/out-s$src" >/dev/null || { echo "restic restore differs" >&2; exit 1; }
+  size_reprovm=$(du -sb "$cache/cas" | cut -f1)
+  size_restic=$(du -sb "$repo" | cut -f1)
+  [ "$run" = "$runs" ] || rm -rf "$cache" "$repo"
+done
+
+echo
+echo "Tree: ${size_mib} MiB, $files files; median of $runs run(s); $(nproc) cores; restic $(restic version | awk '{print $2}')."
+echo
+echo "| operation | reprovm (s) | restic (s) | reprovm/restic |"
+echo "|---|---:|---:|---:|"
+for op in first again restore; do
+  r=$(echo "${times[${op}_reprovm]}" | median)
+  s=$(echo "${times[${op}_restic]}" | median)
+  ratio=$(echo "scale=2; $r / $s" | bc)
+  case $op in
+    first) label="first snapshot" ;;
+    again) label="unchanged re-snapshot" ;;
+    restore) label="full restore" ;;
+  esac
+  printf '| %s | %.2f | %.2f | %.2f |\n' "$label" "$r" "$s" "$ratio"
+done
+echo
+echo "Stored: reprovm $((size_reprovm >> 20)) MiB, restic $((size_restic >> 20)) MiB."
