@@ -17,3 +17,5 @@ echo "== micro-benchmark smoke run (each criterion benchmark once)"
 cargo test --release -p reprovm-benches --benches
 echo "== benchmark smoke run (cas-server vs nginx)"
 QUICK=1 benches/compare-nginx.sh
+echo "== benchmark smoke run (snapshots vs restic)"
+QUICK=1 NO_BUILD=1 benches/snapshot-vs-restic.sh
