@@ -424,3 +424,82 @@ fn the_cache_dir_is_not_snapshotted() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(out.path().join("src/f").exists() && !out.path().join("cache").exists());
 }
+
+/// A moto S3 server on a free port with bucket `snap`, killed on drop.
+struct Moto(std::process::Child, u16);
+
+impl Moto {
+    fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server (run scripts/setup.sh --test)");
+        let moto = Moto(child, port);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let status = std::process::Command::new("curl")
+            .args(["-sf", "-X", "PUT", &format!("http://127.0.0.1:{port}/snap")])
+            .status()
+            .unwrap();
+        assert!(status.success(), "creating the bucket");
+        moto
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn round_trip_through_s3() {
+    let moto = Moto::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let conf = dir.join("s3.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[remote_cas]\nenabled = true\nurl = s3://snap/team\nendpoint = http://127.0.0.1:{}\nregion = us-east-1\nallow_http = true\naccess_key = test\nsecret_key = test\n",
+            moto.1
+        ),
+    )
+    .unwrap();
+    fs::create_dir_all(dir.join("src/sub")).unwrap();
+    random_file(&dir.join("src/sub/data.bin"), 5 << 20, 11);
+    fs::write(dir.join("src/note.txt"), "to s3 and back\n").unwrap();
+    std::os::unix::fs::symlink("sub/data.bin", dir.join("src/link")).unwrap();
+    let c = conf.to_str().unwrap();
+    let first = json(&rv(
+        dir,
+        &["snapshot", "create", "src", "--name", "s3", "--json", "--config", c],
+    ));
+    assert_eq!(n(&first, "files_new"), 2);
+    let again = json(&rv(
+        dir,
+        &["snapshot", "create", "src", "--name", "s3", "--json", "--config", c],
+    ));
+    assert_eq!(
+        (n(&again, "bytes_read"), n(&again, "chunks_uploaded")),
+        (0, 0),
+        "{again}"
+    );
+    let v = rv(dir, &["snapshot", "verify", "s3", "--config", c]);
+    assert_eq!(v.code, 0, "{v:?}");
+    let r = rv(dir, &["snapshot", "restore", "s3", "out", "--config", c]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&dir.join("src"), &dir.join("out"));
+    assert!(!dir.join("cache/cas").exists(), "the embedded store was not used");
+}
