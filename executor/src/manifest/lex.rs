@@ -55,8 +55,11 @@ pub struct LexError {
 /// (Linux limits one argument of `sh -c` to 128 KiB), and error messages stay short.
 pub const MAX_LINE: usize = 64 << 10;
 
+/// Longest task or field name, so that the messages quoting one stay short.
+pub const MAX_NAME: usize = 128;
+
 /// `text` quoted for an error message, cut to 60 characters.
-fn quote(text: &str) -> String {
+pub fn quote(text: &str) -> String {
     if text.chars().count() <= 60 {
         format!("{text:?}")
     } else {
@@ -114,6 +117,12 @@ pub fn lex(src: &str) -> Result<Vec<Spanned>, LexError> {
                 Some(n) => (n.trim_end(), true),
                 None => (rest_trim, false),
             };
+            if name.len() > MAX_NAME {
+                return Err(err(
+                    name_col,
+                    format!("task name {} is longer than {MAX_NAME} characters", quote(name)),
+                ));
+            }
             if !is_task_name(name) {
                 return Err(err(
                     name_col,
@@ -129,7 +138,7 @@ pub fn lex(src: &str) -> Result<Vec<Spanned>, LexError> {
             }
         } else if let Some((key, value)) = body.split_once('=') {
             let key = key.trim_end();
-            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            if key.is_empty() || key.len() > MAX_NAME || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(err(col, format!("invalid field name {}", quote(key))));
             }
             let after = value.chars().take_while(|c| c.is_whitespace()).count();

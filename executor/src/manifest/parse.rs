@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::lex::{is_task_name, lex, Spanned, Token};
+use super::lex::{is_task_name, lex, quote, Spanned, Token};
 use super::model::{Manifest, Task};
 
 /// Fields a task may have.
@@ -133,7 +133,7 @@ pub fn parse_str(path: &Path, src: &str) -> Result<Manifest, ManifestError> {
                         "deps" => {
                             task.deps = list(&value);
                             if let Some(bad) = task.deps.iter().find(|d| !is_task_name(d)) {
-                                return Err(verr(format!("invalid dependency name {bad:?}")));
+                                return Err(verr(format!("invalid dependency name {}", quote(bad))));
                             }
                         }
                         "env" => task.env = env_list(&value).map_err(verr)?,
@@ -142,11 +142,9 @@ pub fn parse_str(path: &Path, src: &str) -> Result<Manifest, ManifestError> {
                             task.timeout = Some(Duration::from_secs_f64(secs));
                         }
                         "retries" => {
-                            task.retries = Some(
-                                value
-                                    .parse()
-                                    .map_err(|_| verr(format!("`retries` must be a whole number, found {value:?}")))?,
-                            )
+                            task.retries = Some(value.parse().map_err(|_| {
+                                verr(format!("`retries` must be a whole number, found {}", quote(&value)))
+                            })?)
                         }
                         _ => unreachable!("checked against FIELDS"),
                     }
@@ -181,16 +179,16 @@ fn env_list(value: &str) -> Result<Vec<(String, String)>, String> {
     for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (k, v) = item
             .split_once('=')
-            .ok_or_else(|| format!("`env` entries are KEY=VALUE, found {item:?}"))?;
+            .ok_or_else(|| format!("`env` entries are KEY=VALUE, found {}", quote(item)))?;
         let k = k.trim();
         let valid = !k.is_empty()
             && !k.starts_with(|c: char| c.is_ascii_digit())
             && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
-            return Err(format!("invalid environment variable name {k:?}"));
+            return Err(format!("invalid environment variable name {}", quote(k)));
         }
         if out.iter().any(|(x, _)| x == k) {
-            return Err(format!("environment variable {k:?} given twice"));
+            return Err(format!("environment variable {} given twice", quote(k)));
         }
         out.push((k.to_string(), v.trim().to_string()));
     }
@@ -209,7 +207,8 @@ pub fn parse_secs(value: &str) -> Result<f64, String> {
     match num.trim().parse::<f64>() {
         Ok(n) if n > 0.0 && n.is_finite() => Ok(n * mult),
         _ => Err(format!(
-            "expected a positive number of seconds (e.g. 30, 1.5, 2m), found {value:?}"
+            "expected a positive number of seconds (e.g. 30, 1.5, 2m), found {}",
+            quote(value)
         )),
     }
 }
