@@ -1,5 +1,5 @@
 //! Stable twins of the cargo-fuzz targets in `fuzz/` for the sdk's parsers (`range_parse`,
-//! `digest_path`, `batch_decode`): the same properties, checked on a few thousand mutated inputs
+//! `digest_path`, `batch_decode`, `snapshot_tree`): the same properties, checked on a few thousand mutated inputs
 //! (seeded, so a failure replays) and on every input kept in `fuzz/seeds/` and
 //! `fuzz/regressions/`, so that `cargo test` covers them without nightly.
 
@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use bytes::BytesMut;
 use reprovm_sdk::digest::HashKind;
 use reprovm_sdk::proto::{encode_frame, validate_ref_name, BatchDecoder, ByteRange};
+use reprovm_sdk::snapshot::{EntryKind, Snapshot, Tree};
 use reprovm_sdk::Digest;
 
 const ROUNDS: usize = 20_000;
@@ -145,6 +146,26 @@ fn check_batch(data: &[u8]) {
     }
 }
 
+fn check_tree(data: &[u8]) {
+    let _ = Snapshot::decode(data);
+    let Ok(tree) = Tree::decode(data) else {
+        return;
+    };
+    let again = Tree::decode(&tree.encode()).expect("a decoded tree re-encodes to a valid tree");
+    assert_eq!(again, tree);
+    let mut prev: Option<Vec<u8>> = None;
+    for e in &tree.entries {
+        let name = e.name_bytes().expect("names decoded once");
+        assert!(prev.as_ref().is_none_or(|p| *p < name));
+        assert_eq!(tree.get(&name), Some(e));
+        if e.kind == EntryKind::File {
+            let total = e.chunks.iter().try_fold(0u64, |acc, c| acc.checked_add(c.size));
+            assert_eq!(total, e.size, "file {:?}", e.name);
+        }
+        prev = Some(name);
+    }
+}
+
 fn run(target: &str, dict: &[&[u8]], check: fn(&[u8])) {
     let kept = kept_inputs(target);
     for input in &kept {
@@ -201,5 +222,26 @@ fn batch_decode_twin() {
         "batch_decode",
         &[&[0xff; 8], &[0; 8], &[0, 0, 0, 0, 0, 0, 0x10, 0], &[0; 32]],
         check_batch,
+    );
+}
+
+#[test]
+fn snapshot_tree_twin() {
+    run(
+        "snapshot_tree",
+        &[
+            b"\"size\":9223372036854775808",
+            b"\"size\":0",
+            b"\"name\":\"..\"",
+            b"\"name_hex\":\"2f00\"",
+            b"\"type\":\"dir\"",
+            b"\"type\":\"symlink\"",
+            b"{}",
+            b"[]",
+            b",",
+            b"\"a\"",
+            b"18446744073709551615",
+        ],
+        check_tree,
     );
 }

@@ -216,7 +216,9 @@ impl Tree {
                     e.name
                 )));
             }
-            if e.kind == EntryKind::File && e.chunks.iter().map(|c| c.size).sum::<u64>() != e.size.unwrap_or(0) {
+            // Checked: sizes that wrap around u64 must not add up (found by fuzz/snapshot_tree).
+            let total = e.chunks.iter().try_fold(0u64, |acc, c| acc.checked_add(c.size));
+            if e.kind == EntryKind::File && total != Some(e.size.unwrap_or(0)) {
                 return Err(invalid(format!(
                     "file {:?}: chunk sizes do not add up to its size",
                     e.name
