@@ -122,6 +122,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Default directory of online backups (`POST /v1/admin/backups`); none = `cas-backups` beside `data_dir`.
     pub backup_dir: Option<PathBuf>,
+    /// `[audit]`: the hash-chained audit log.
+    pub audit: crate::audit::AuditSettings,
 }
 
 impl Default for Config {
@@ -145,6 +147,7 @@ impl Default for Config {
             tls: None,
             limits: LimitsConfig::default(),
             backup_dir: None,
+            audit: Default::default(),
         }
     }
 }
@@ -360,6 +363,12 @@ impl Config {
         }
         let size = |var: &'static str, v: &str| ByteSize::parse(v).map_err(|e| bad(var, v, e));
         let num = |var: &'static str, v: &str| v.parse::<u64>().map_err(|e| bad(var, v, e));
+        if let Some(v) = env("CAS_AUDIT_LOG") {
+            self.audit.log = Some(v.into());
+        }
+        if let Some(v) = env("CAS_AUDIT_KEY") {
+            self.audit.key = Some(v);
+        }
         if let Some(v) = env("CAS_LISTEN") {
             self.listen = v;
         }
@@ -443,6 +452,9 @@ impl Config {
         let mut c = self.clone();
         for t in &mut c.auth.tokens {
             t.token = "<redacted>".into();
+        }
+        if c.audit.key.is_some() {
+            c.audit.key = Some("<redacted>".into());
         }
         if let Some(r) = &mut c.remote {
             if r.secret_access_key.is_some() {

@@ -9,6 +9,7 @@
 //!
 //! ## Layout
 //! - [`config`]: the configuration (TOML file, `CAS_*` environment, flags).
+//! - [`audit`]: the `[audit]` settings and which requests become audit events.
 //! - [`auth`]: tokens, roles, and the role each route needs.
 //! - [`store`]: storage drivers behind the sdk's `Cas` trait — [`store::rocks`]
 //!   (RocksDB, pieces, crash recovery), [`store::piece`] (at-rest compression),
@@ -20,6 +21,7 @@
 //! - [`backup`]: incremental store backups (RocksDB BackupEngine), BLAKE3 manifests, deep verify, restore.
 #![deny(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod config;

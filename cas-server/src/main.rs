@@ -9,6 +9,7 @@ use cas_server::config::{Config, LogFormat};
 use cas_server::http::{serve, AppState};
 use cas_server::metrics::Metrics;
 use clap::{Parser, Subcommand};
+use reprovm_sdk::audit::{Event, EventKind};
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +52,11 @@ enum Command {
     Backup {
         #[command(subcommand)]
         command: cas_server::backup::cli::BackupCommand,
+    },
+    /// Check (`verify`) or summarize (`report`) an audit log.
+    Audit {
+        #[command(subcommand)]
+        command: reprovm_sdk::audit::AuditCommand,
     },
     /// Scrub (with the server stopped): re-hash every blob, list the corrupt ones, exit 1 if any.
     Verify {
@@ -144,16 +150,36 @@ async fn reload_tokens_on_sighup(state: Arc<AppState>) {
         return;
     };
     while hup.recv().await.is_some() {
-        match state.auth.reload() {
+        let reloaded = state.auth.reload();
+        match &reloaded {
             Ok(n) => tracing::info!(tokens = n, "tokens reloaded"),
             Err(e) => tracing::error!(error = %e, "token reload failed; keeping the previous tokens"),
         }
+        let details = match &reloaded {
+            Ok(n) => format!("{n} tokens"),
+            Err(e) => e.to_string(),
+        };
+        state.audit.record(
+            Event::new(EventKind::ConfigChange, "cas-server", "tokens", "reload")
+                .success(reloaded.is_ok())
+                .details(details),
+        );
     }
 }
 
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     init_logging(&config);
+    let audit = cas_server::audit::open(&config.audit)?;
+    audit.record(
+        Event::new(EventKind::Start, "cas-server", "cas-server", "start")
+            .details(format!("pid {}", std::process::id())),
+    );
+    let config_name = args
+        .config
+        .as_ref()
+        .map_or("(defaults)".into(), |p| p.display().to_string());
+    audit.record(Event::new(EventKind::ConfigLoad, "cas-server", config_name, "load"));
     let auth = cas_server::auth::Authenticator::new(&config.auth)?;
     if !auth.enabled() {
         tracing::warn!("no tokens configured: every client may read, write and delete");
@@ -181,10 +207,14 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         limits: cas_server::http::limits::Limits::new(&config_limits),
         tls,
         started: Instant::now(),
+        audit: audit.clone(),
     });
     tokio::spawn(reload_tokens_on_sighup(state.clone()));
     serve(listener, state.clone(), shutdown_signal()).await?;
     drop(state);
+    audit.record(Event::new(EventKind::Stop, "cas-server", "cas-server", "stop").details("SIGTERM/SIGINT"));
+    audit.flush(std::time::Duration::from_secs(5));
+    audit.close();
     tokio::task::spawn_blocking(move || local.flush()).await??;
     tracing::info!("store flushed; bye");
     Ok(())
@@ -200,6 +230,9 @@ fn main() {
         match cli.command {
             Some(Command::Serve(args)) => run_serve(args).await,
             Some(Command::Backup { command }) => cas_server::backup::cli::run(command),
+            Some(Command::Audit { command }) => {
+                std::process::exit(reprovm_sdk::audit::run_cli(&command, "CAS_AUDIT_KEY").into())
+            }
             Some(Command::Verify { repair, args }) => std::process::exit(run_verify(&args, repair)?),
             Some(Command::Sync { command, args }) => {
                 let config = load_config(&args)?;

@@ -14,6 +14,40 @@ pub const USED: &[(&str, &[&str])] = &[
     ("logging", &["log_file", "log_level", "log_colors"]),
     ("cache", &["cache_dir"]),
     (
+        "rate_limiting",
+        &[
+            "max_cpu_percent",
+            "max_memory_mb",
+            "max_concurrent_tasks",
+            "max_tasks_per_second",
+            "max_wait_seconds",
+        ],
+    ),
+    (
+        "notifications",
+        &[
+            "enabled",
+            "webhook_url",
+            "notify_on_complete",
+            "notify_on_error",
+            "format",
+            "retries",
+            "timeout_seconds",
+        ],
+    ),
+    (
+        "audit",
+        &[
+            "enabled",
+            "log_file",
+            "log_to_syslog",
+            "audit_key",
+            "key_file",
+            "syslog_socket",
+        ],
+    ),
+    ("serve", &["token_file", "allow_anonymous_read", "metrics_public"]),
+    (
         "execution",
         &["parallel_jobs", "retry_attempts", "timeout_seconds", "keep_going"],
     ),
@@ -51,23 +85,9 @@ const KNOWN_UNUSED: &[(&str, &[&str])] = &[
         "security",
         &["enable_sandboxing", "max_input_size_mb", "validate_checksums"],
     ),
-    (
-        "rate_limiting",
-        &[
-            "max_cpu_percent",
-            "max_memory_mb",
-            "max_concurrent_tasks",
-            "max_tasks_per_second",
-        ],
-    ),
     ("compression", &["algorithm", "level", "enabled"]),
-    (
-        "notifications",
-        &["enabled", "webhook_url", "notify_on_complete", "notify_on_error"],
-    ),
     ("prometheus", &["enabled", "port", "metrics_path"]),
     ("backup", &["backup_dir", "max_backups", "compression", "auto_backup"]),
-    ("audit", &["enabled", "log_file", "log_to_syslog"]),
 ];
 
 /// A configuration file that cannot be used.

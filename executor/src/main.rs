@@ -19,19 +19,29 @@
 //! - [`lock`]: the PID lock file of a cache dir.
 //! - [`cache_cmd`]: `reprovm cache stats|clean|verify|gc`.
 //! - [`snapshot`]: `reprovm snapshot create|list|restore|diff|verify|forget`.
+//! - [`audit`]: audit settings and the run observer writing the sdk's hash-chained audit log.
+//! - [`notify`]: webhook notifications (JSON, Slack, Discord), retried in the background.
+//! - [`limits`]: token bucket and CPU/memory back-pressure on task starts.
+//! - [`metrics`]: the executor's Prometheus metrics (`--metrics FILE.prom`, `serve`'s `/metrics`).
+//! - [`serve`]: `reprovm serve`, the REST API.
 //! - [`messages`]: every line the user sees: status, progress bar, summary, stats.
 #![deny(unsafe_code)]
 
 mod action_cache;
+mod audit;
 mod cache_cmd;
 mod cli;
 mod config;
 mod dag;
 mod exec;
+mod limits;
 mod lock;
 use reprovm::manifest;
 mod messages;
+mod metrics;
+mod notify;
 mod runner;
+mod serve;
 mod snapshot;
 mod store;
 mod workspace;

@@ -11,6 +11,7 @@ use reprovm_sdk::{Cas, Digest};
 use crate::action_cache::{self, ActionError, ActionResult, RESULT_VERSION};
 use crate::dag::{Graph, NodeState, Scheduler};
 use crate::exec::{self, Exit};
+use crate::limits::Limits;
 use crate::manifest::Task;
 use crate::messages::{Reporter, RunReport, TaskRecord};
 use crate::workspace::Workspace;
@@ -27,6 +28,71 @@ pub struct RunOptions {
     pub force: bool,
     /// Continue independent work after a failure.
     pub keep_going: bool,
+    /// Told about every task event (audit log, notifications, metrics, `reprovm serve`).
+    pub observers: Vec<Arc<dyn RunObserver>>,
+    /// Rate and resource limits on starting commands.
+    pub limits: Option<Arc<Limits>>,
+}
+
+/// Something that happened to a task during a run.
+#[derive(Debug)]
+pub enum TaskEvent<'a> {
+    /// Its outputs were restored from the cache.
+    CacheHit {
+        /// Task name.
+        task: &'a str,
+        /// Its key.
+        key: &'a Digest,
+        /// The cached result.
+        result: &'a ActionResult,
+    },
+    /// No usable cached result: it will run.
+    CacheMiss {
+        /// Task name.
+        task: &'a str,
+        /// Its key.
+        key: &'a Digest,
+    },
+    /// Its command starts (attempt 1, 2, ...).
+    Started {
+        /// Task name.
+        task: &'a str,
+        /// Its key.
+        key: &'a Digest,
+        /// Attempt number.
+        attempt: u32,
+    },
+    /// Its command succeeded and the outputs and result were stored.
+    Completed {
+        /// Task name.
+        task: &'a str,
+        /// Its key.
+        key: &'a Digest,
+        /// What was stored.
+        result: &'a ActionResult,
+    },
+    /// It failed for good.
+    Failed {
+        /// Task name.
+        task: &'a str,
+        /// Its key, when it got that far.
+        key: Option<&'a Digest>,
+        /// Why.
+        reason: &'a str,
+    },
+    /// A cached output did not hash to its recorded digest (the store returned wrong bytes).
+    Corrupt {
+        /// Task name.
+        task: &'a str,
+        /// What was wrong.
+        details: &'a str,
+    },
+}
+
+/// Receives the [`TaskEvent`]s of a run; called from the task's own future, so it must not block.
+pub trait RunObserver: Send + Sync {
+    /// One event.
+    fn on_task(&self, event: &TaskEvent<'_>);
 }
 
 /// Shared state of a run.
@@ -149,6 +215,12 @@ impl<'a> Runner<'a> {
         self.records.lock().expect("records").insert(i, rec);
     }
 
+    fn emit(&self, event: TaskEvent<'_>) {
+        for o in &self.opts.observers {
+            o.on_task(&event);
+        }
+    }
+
     /// One task, start to end. Returns success.
     async fn run_task(&self, i: usize) -> bool {
         let task = self.graph.task(i);
@@ -157,6 +229,11 @@ impl<'a> Runner<'a> {
             Ok(k) => k,
             Err(why) => {
                 self.reporter.failed(&task.name, &why, &[]);
+                self.emit(TaskEvent::Failed {
+                    task: &task.name,
+                    key: None,
+                    reason: &why,
+                });
                 self.record(i, "failed", start.elapsed(), 0, 0, Some(why));
                 return false;
             }
@@ -168,25 +245,60 @@ impl<'a> Runner<'a> {
                     let saved = Duration::from_millis(result.duration_ms);
                     self.results.lock().expect("results").insert(i, result.result_digest());
                     self.reporter.cached(&task.name, written, saved);
+                    self.emit(TaskEvent::CacheHit {
+                        task: &task.name,
+                        key: &key,
+                        result: &result,
+                    });
                     self.record(i, "cached", start.elapsed(), result.duration_ms, 0, None);
                     return true;
                 }
                 Ok(None) => {}
                 Err(e) => {
+                    if matches!(e, ActionError::Corrupt { .. }) {
+                        self.emit(TaskEvent::Corrupt {
+                            task: &task.name,
+                            details: &e.to_string(),
+                        });
+                    }
                     // A broken cache entry is not fatal: run the task and overwrite it.
                     self.reporter
                         .warn(&format!("{}: cannot restore from cache ({e}); running it", task.name));
                 }
             }
         }
+        self.emit(TaskEvent::CacheMiss {
+            task: &task.name,
+            key: &key,
+        });
         let attempts_allowed = 1 + task.retries.unwrap_or(self.opts.retries);
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let _running = match &self.opts.limits {
+                Some(l) => {
+                    let (running, warning) = l.start().await;
+                    if let Some(w) = warning {
+                        self.reporter.warn(&format!("{}: {w}", task.name));
+                    }
+                    Some(running)
+                }
+                None => None,
+            };
             self.reporter.started(&task.name, &task.cmd);
+            self.emit(TaskEvent::Started {
+                task: &task.name,
+                key: &key,
+                attempt,
+            });
             match self.execute(task, &key).await {
                 Ok((result, output, took)) => {
                     self.results.lock().expect("results").insert(i, result.result_digest());
+                    self.emit(TaskEvent::Completed {
+                        task: &task.name,
+                        key: &key,
+                        result: &result,
+                    });
                     self.reporter.ran(&task.name, took, attempt, &output);
                     self.record(i, "ran", start.elapsed(), 0, attempt, None);
                     return true;
@@ -202,6 +314,11 @@ impl<'a> Runner<'a> {
                         f.why
                     };
                     self.reporter.failed(&task.name, &why, &f.output);
+                    self.emit(TaskEvent::Failed {
+                        task: &task.name,
+                        key: Some(&key),
+                        reason: &why,
+                    });
                     self.record(i, "failed", start.elapsed(), 0, attempt, Some(why));
                     return false;
                 }

@@ -4,6 +4,8 @@
 //! executor and third parties share.
 //!
 //! ## Layout
+//! - [`audit`]: the tamper-evident (keyed BLAKE3 chain) audit log of both binaries, its writer,
+//!   `verify`, `report` and their `audit` subcommand.
 //! - [`digest`]: [`Digest`] (BLAKE3-256 or SHA-256, 64 lowercase hex) and incremental hashing.
 //! - [`proto`]: wire types of the blob protocol — JSON bodies, `Range`, encodings, batch frames, ref names.
 //! - [`cas`]: the [`Cas`] trait every store implements, and [`CasExt`] conveniences.
@@ -17,6 +19,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod cas;
 pub mod client;
 pub mod codec;

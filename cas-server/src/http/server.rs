@@ -49,6 +49,8 @@ pub struct AppState {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// When the server started.
     pub started: Instant,
+    /// The hash-chained audit log (disabled unless `[audit] log` is set).
+    pub audit: reprovm_sdk::audit::AuditLog,
 }
 
 /// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on `listener` until `shutdown` resolves.

@@ -56,6 +56,14 @@ pub struct HiArgs {
     pub log_file: Option<PathBuf>,
     /// Config warnings to print.
     pub warnings: Vec<String>,
+    /// The config file used, if any.
+    pub config_file: Option<PathBuf>,
+    /// Audit log settings (`None`: off).
+    pub audit: Option<reprovm_sdk::audit::AuditConfig>,
+    /// Webhook notifications.
+    pub notify: crate::notify::NotifySpec,
+    /// Rate and resource limits on starting commands.
+    pub limits: crate::limits::LimitSpec,
 }
 
 /// A setting that cannot be used.
@@ -84,6 +92,15 @@ impl HiArgs {
         if jobs == 0 {
             return Err(SettingsError::Invalid("--jobs must be at least 1".into()));
         }
+        // `[rate_limiting] max_concurrent_tasks` caps -j.
+        let jobs = match file.number::<usize>("rate_limiting", "max_concurrent_tasks")? {
+            Some(max) if max > 0 => jobs.min(max),
+            _ => jobs,
+        };
+        let audit = crate::audit::settings(low.audit_log.clone(), &file).map_err(SettingsError::Invalid)?;
+        let notify = crate::notify::settings(&low.webhooks, &file).map_err(SettingsError::Invalid)?;
+        let limits = crate::limits::settings(low.max_cpu, low.max_memory_mb, low.max_tasks_per_second, &file)
+            .map_err(SettingsError::Invalid)?;
         let timeout = match &low.timeout {
             Some(t) => Some(parse_secs(t).map_err(|e| SettingsError::Invalid(format!("--timeout: {e}")))?),
             None => file.number::<f64>("execution", "timeout_seconds")?.filter(|s| *s > 0.0),
@@ -144,6 +161,10 @@ impl HiArgs {
             log_level,
             log_file,
             warnings: file.warnings,
+            config_file: file.path,
+            audit,
+            notify,
+            limits,
         })
     }
 }

@@ -118,9 +118,35 @@ pub struct LowArgs {
     )]
     pub lock_wait: f64,
 
-    /// Check that the store is reachable and `sh` runs, then exit (0 healthy, 1 not).
+    /// Check store, disk space, lock, config and `sh`; print a table; exit 0 healthy, 1 not.
     #[arg(long)]
     pub health_check: bool,
+
+    /// Append hash-chained audit events to FILE (see `reprovm audit verify`).
+    #[arg(long, value_name = "FILE", env = "REPROVM_AUDIT_LOG", global = true)]
+    pub audit_log: Option<PathBuf>,
+
+    /// POST notifications (task failure, pipeline end) to URL; repeatable.
+    #[arg(
+        long = "webhook",
+        value_name = "URL",
+        env = "REPROVM_WEBHOOK_URL",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub webhooks: Vec<String>,
+
+    /// Start no command while the machine's CPU use is above PCT percent.
+    #[arg(long, value_name = "PCT", env = "REPROVM_MAX_CPU_PERCENT", global = true)]
+    pub max_cpu: Option<f64>,
+
+    /// Start no command while the machine's used memory is above MB MiB.
+    #[arg(long, value_name = "MB", env = "REPROVM_MAX_MEMORY_MB", global = true)]
+    pub max_memory_mb: Option<u64>,
+
+    /// Start at most N commands per second (token bucket).
+    #[arg(long, value_name = "N", env = "REPROVM_MAX_TASKS_PER_SECOND", global = true)]
+    pub max_tasks_per_second: Option<f64>,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -138,6 +164,28 @@ pub enum Command {
     Snapshot {
         #[command(subcommand)]
         action: crate::snapshot::args::SnapshotAction,
+    },
+    /// Check or summarize an audit log.
+    Audit {
+        #[command(subcommand)]
+        action: reprovm_sdk::audit::AuditCommand,
+    },
+    /// Send a custom event to the configured webhooks.
+    Notify {
+        /// Event name (the `event` field of the JSON payload).
+        event: String,
+        /// Text.
+        #[arg(default_value = "")]
+        message: String,
+    },
+    /// Serve the REST API for a manifest: tasks, runs, cache, metrics, health, config.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", env = "REPROVM_LISTEN", default_value = "127.0.0.1:8090")]
+        listen: String,
+        /// The manifest file.
+        #[arg(value_name = "MANIFEST")]
+        manifest: PathBuf,
     },
 }
 

@@ -1,6 +1,7 @@
 //! The command line: [`lowargs`] is what was typed, [`hiargs`] what to do; [`run`] does it and
 //! returns the exit code (0 all succeeded, 1 a task failed, 2 usage or manifest error, 3 lock held).
 
+pub mod health;
 pub mod hiargs;
 pub mod lowargs;
 
@@ -9,16 +10,19 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::audit::Audit;
 use crate::cache_cmd;
 use crate::dag::Graph;
 use crate::lock::{self, LockError};
 use crate::manifest;
-use crate::messages::{human, Reporter};
-use crate::runner::{self, RunOptions, Runner};
+use crate::messages::Reporter;
+use crate::notify::{Notification, Notifier};
+use crate::runner::{self, RunObserver, RunOptions, Runner};
 use crate::store::{self, StoreError};
 use crate::workspace::Workspace;
 use hiargs::HiArgs;
 use lowargs::{CacheAction, Command, LowArgs};
+use reprovm_sdk::audit::EventKind;
 
 /// Exit code: a task failed (or the cache is corrupt, or the store unusable).
 pub const EXIT_FAILED: u8 = 1;
@@ -53,8 +57,41 @@ impl<T, E: Into<anyhow::Error>> OrExit<T> for Result<T, E> {
 /// Parses the arguments and runs; returns the exit code or an error with its code.
 pub fn run(mut low: LowArgs) -> Result<u8, Failure> {
     let command = low.command.take();
-    let hi = HiArgs::from_low(low).or_exit(EXIT_USAGE)?;
+    if let Some(Command::Audit { action }) = &command {
+        return Ok(reprovm_sdk::audit::run_cli(action, "REPROVM_AUDIT_KEY"));
+    }
+    let health_check = low.health_check;
+    let hi = match HiArgs::from_low(low) {
+        Ok(hi) => hi,
+        Err(e) if health_check => return Ok(health::config_failed(&e.to_string())),
+        Err(e) => return Err(fail(EXIT_USAGE)(e.into())),
+    };
     init_logging(&hi).or_exit(EXIT_USAGE)?;
+    let audit = Audit::open(hi.audit.as_ref()).or_exit(EXIT_USAGE)?;
+    let argv: Vec<String> = std::env::args().collect();
+    audit.record(EventKind::Start, "reprovm", "start", true, argv.join(" "));
+    let config = hi
+        .config_file
+        .as_ref()
+        .map_or_else(|| "(defaults)".to_string(), |p| p.display().to_string());
+    audit.record(
+        EventKind::ConfigLoad,
+        &config,
+        "load",
+        true,
+        format!("{} warnings", hi.warnings.len()),
+    );
+    let result = run_command(&hi, command, &audit);
+    let code = match &result {
+        Ok(c) => *c,
+        Err(f) => f.code,
+    };
+    audit.record(EventKind::Stop, "reprovm", "stop", code == 0, format!("exit {code}"));
+    audit.close();
+    result
+}
+
+fn run_command(hi: &HiArgs, command: Option<Command>, audit: &Audit) -> Result<u8, Failure> {
     let plain = Reporter::plain(hi.style);
     for w in &hi.warnings {
         plain.warn(w);
@@ -64,13 +101,34 @@ pub fn run(mut low: LowArgs) -> Result<u8, Failure> {
         .build()
         .context("starting the async runtime")
         .or_exit(EXIT_FAILED)?;
-    match command {
-        Some(Command::Cache { action }) => return cache_command(&hi, action, &plain),
-        Some(Command::Snapshot { action }) => return crate::snapshot::run(&hi, action, &rt, &plain),
-        None => {}
+    match &command {
+        Some(Command::Cache { action }) => return cache_command(hi, *action, &plain),
+        Some(Command::Snapshot { action }) => return crate::snapshot::run(hi, action.clone(), &rt, &plain),
+        Some(Command::Audit { .. }) => unreachable!("handled before the settings"),
+        Some(Command::Serve { listen, manifest }) => {
+            return crate::serve::run(hi, listen, manifest, audit, &rt).or_exit(EXIT_FAILED)
+        }
+        Some(Command::Notify { .. }) | None => {}
+    }
+    let notifier = {
+        let _rt = rt.enter();
+        Arc::new(Notifier::start(hi.notify.clone()))
+    };
+    if let Some(Command::Notify { event, message }) = command {
+        if !notifier.enabled() {
+            return Err(fail(EXIT_USAGE)(anyhow::anyhow!(
+                "no webhook configured: give --webhook URL, REPROVM_WEBHOOK_URL or [notifications] webhook_url"
+            )));
+        }
+        notifier.notify(Notification::Custom { event, message });
+        rt.block_on(notifier.finish());
+        let failed = notifier.counters.failed.load(std::sync::atomic::Ordering::Relaxed);
+        return Ok(if failed > 0 { EXIT_FAILED } else { 0 });
     }
     if hi.health_check {
-        return rt.block_on(health_check(&hi, &plain));
+        let code = rt.block_on(health::run(hi, &notifier));
+        rt.block_on(notifier.finish());
+        return Ok(code);
     }
     let Some(manifest_path) = hi.manifest.clone() else {
         return Err(fail(EXIT_USAGE)(anyhow::anyhow!(
@@ -91,15 +149,31 @@ pub fn run(mut low: LowArgs) -> Result<u8, Failure> {
     let ws = Workspace::new(&dir)
         .with_context(|| format!("workspace {}", dir.display()))
         .or_exit(EXIT_USAGE)?;
-    check_paths(&graph, &ws).or_exit(EXIT_USAGE)?;
+    if let Err(e) = check_paths(&graph, &ws) {
+        audit.record(
+            EventKind::SecurityViolation,
+            &manifest_path.display().to_string(),
+            "resolve",
+            false,
+            format!("{e:#}"),
+        );
+        return Err(fail(EXIT_USAGE)(e));
+    }
 
-    let _lock = take_lock(&hi)?;
+    let _lock = take_lock(hi)?;
     if hi.clean_cache {
-        clean_local(&hi, &plain)?;
+        clean_local(hi, &plain)?;
+        audit.record(
+            EventKind::BlobDelete,
+            &hi.cache_dir.display().to_string(),
+            "clean",
+            true,
+            "--clean-cache",
+        );
     }
     let store = store::open(hi.remote.as_ref(), &hi.cache_dir).map_err(store_failure)?;
     if hi.verify_cache {
-        verify_local(&hi, store.local.as_ref(), &plain, true)?;
+        verify_local(hi, store.local.as_ref(), &plain, true)?;
     }
     tracing::info!(store = %store.describe, "store opened");
 
@@ -116,17 +190,44 @@ pub fn run(mut low: LowArgs) -> Result<u8, Failure> {
 
     let total = selected.iter().filter(|s| **s).count() as u64;
     let reporter = Reporter::new(hi.style, total);
+    let metrics = crate::metrics::install();
+    let limits = hi.limits.any().then(|| crate::limits::Limits::new(hi.limits.clone()));
+    let observers: Vec<Arc<dyn RunObserver>> = vec![
+        Arc::new(audit.clone()),
+        notifier.clone(),
+        Arc::new(crate::metrics::MetricsObserver),
+    ];
     let opts = RunOptions {
         jobs: hi.jobs,
         timeout: hi.timeout,
         retries: hi.retries,
         force: hi.force,
         keep_going: hi.keep_going,
+        observers,
+        limits: limits.clone(),
     };
     let cas = Arc::clone(&store.cas);
     let report = rt.block_on(Runner::new(&graph, &ws, cas, opts, &reporter).run(&selected));
     reporter.summary(&report, hi.stats);
-    if let Some(path) = &hi.metrics {
+    notifier.notify(Notification::PipelineComplete { report: report.clone() });
+    rt.block_on(notifier.finish());
+    let c = &notifier.counters;
+    let delivered = [&c.delivered, &c.failed, &c.dropped].map(|n| n.load(std::sync::atomic::Ordering::Relaxed));
+    crate::metrics::run_finished(
+        &report,
+        limits.as_ref().map_or(0, |l| l.waits()),
+        audit.log().dropped(),
+        delivered,
+    );
+    if let Some(path) = hi
+        .metrics
+        .as_ref()
+        .filter(|p| p.extension().is_some_and(|e| e == "prom"))
+    {
+        crate::metrics::write_prom(&metrics, path)
+            .with_context(|| format!("writing metrics to {}", path.display()))
+            .or_exit(EXIT_FAILED)?;
+    } else if let Some(path) = &hi.metrics {
         let json = serde_json::to_vec_pretty(&report).expect("report serializes");
         std::fs::write(path, json)
             .with_context(|| format!("writing metrics to {}", path.display()))
@@ -195,7 +296,7 @@ fn list_tasks(graph: &Graph) {
 }
 
 /// Every input and output path of every task stays in the workspace.
-fn check_paths(graph: &Graph, ws: &Workspace) -> anyhow::Result<()> {
+pub(crate) fn check_paths(graph: &Graph, ws: &Workspace) -> anyhow::Result<()> {
     for t in graph.tasks() {
         for (kind, list) in [("input", &t.inputs), ("output", &t.outputs)] {
             for p in list.iter() {
@@ -287,46 +388,4 @@ fn cache_command(hi: &HiArgs, action: CacheAction, out: &Reporter) -> Result<u8,
 
 fn cache_command_stats(hi: &HiArgs) -> Result<cache_cmd::Stats, Failure> {
     cache_cmd::stats(&hi.cache_dir).or_exit(EXIT_FAILED)
-}
-
-/// `--health-check`: the store answers and `sh` runs.
-async fn health_check(hi: &HiArgs, out: &Reporter) -> Result<u8, Failure> {
-    let start = std::time::Instant::now();
-    let mut healthy = true;
-    let sh = crate::exec::run("true", Path::new("."), &[], Some(std::time::Duration::from_secs(10))).await;
-    match sh {
-        Ok(o) if o.exit == crate::exec::Exit::Success => out.info("ok    sh -c runs"),
-        Ok(o) => {
-            healthy = false;
-            out.info(&format!("FAIL  sh -c true {}", o.exit));
-        }
-        Err(e) => {
-            healthy = false;
-            out.info(&format!("FAIL  cannot run sh: {e}"));
-        }
-    }
-    let lock = take_lock(hi);
-    let store = match &lock {
-        Ok(_) => store::open(hi.remote.as_ref(), &hi.cache_dir).map_err(anyhow::Error::from),
-        Err(f) => Err(anyhow::anyhow!("{}", f.error)),
-    };
-    match store {
-        Ok(s) => match s.cas.find_missing(&[reprovm_sdk::Digest::empty_blake3()]).await {
-            Ok(_) => out.info(&format!("ok    store {} answers", s.describe)),
-            Err(e) => {
-                healthy = false;
-                out.info(&format!("FAIL  store {}: {e}", s.describe));
-            }
-        },
-        Err(e) => {
-            healthy = false;
-            out.info(&format!("FAIL  store: {e:#}"));
-        }
-    }
-    out.info(&format!(
-        "{} in {}",
-        if healthy { "healthy" } else { "unhealthy" },
-        human(start.elapsed())
-    ));
-    Ok(if healthy { 0 } else { EXIT_FAILED })
 }

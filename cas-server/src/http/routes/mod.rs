@@ -33,9 +33,11 @@ pub async fn dispatch(
     cert_role: Option<crate::auth::Role>,
 ) -> (&'static str, Response<Body>) {
     let path = req.uri().path().to_string();
+    let method = req.method().clone();
     let principal = state
         .auth
         .check_with_cert(req.method(), &path, req.headers(), cert_role);
+    let user = principal.as_ref().map_or("anonymous", |p| p.name.as_str()).to_string();
     // Every request counts against its IP's bucket, refused ones too; authenticated ones also against the token's.
     let token = principal
         .as_ref()
@@ -51,9 +53,17 @@ pub async fn dispatch(
     if let Err(e) = principal {
         tracing::warn!(target: "security", method = %req.method(), path = %path, reason = %e, "request refused");
         drain_small_body(req).await;
-        return ("auth", ApiError::from(e).into_response());
+        let e = ApiError::from(e);
+        let audit = &state.audit;
+        crate::audit::after_request(audit, &user, "auth", &method, &path, e.status.as_u16(), Some(e.code));
+        return ("auth", e.into_response());
     }
     let (route, result) = route(state, &path, req).await;
+    let (status, code) = match &result {
+        Ok(r) => (r.status().as_u16(), None),
+        Err(e) => (e.status.as_u16(), Some(e.code)),
+    };
+    crate::audit::after_request(&state.audit, &user, route, &method, &path, status, code);
     (route, result.unwrap_or_else(ApiError::into_response))
 }
 
@@ -110,6 +120,14 @@ async fn route(state: &AppState, path: &str, req: Request<Incoming>) -> (&'stati
                 },
             )
         };
+    }
+    if let Some((ctype, bytes)) = super::swagger::asset(path) {
+        return guarded!("swagger", ro, async {
+            Ok(Response::builder()
+                .header(http::header::CONTENT_TYPE, ctype)
+                .body(super::body::full(bytes::Bytes::from_static(bytes)))
+                .expect("valid"))
+        });
     }
     match path {
         "/health" => return guarded!("health", ro, ops::health(state)),
