@@ -10,7 +10,7 @@ want_test=""
 
 apt_pkgs=(libclang1-14 libclang-common-14-dev gcc g++ make curl)
 if [ -n "$want_test" ]; then
-  apt_pkgs+=(nginx-extras restic ninja-build hyperfine ccache openssl)
+  apt_pkgs+=(nginx-extras restic ninja-build hyperfine ccache openssl systemd)
 fi
 missing=()
 for p in "${apt_pkgs[@]}"; do
@@ -31,6 +31,7 @@ if [ -n "$want_test" ]; then
   # Real servers for the remote-tier tests: S3 (moto), WebDAV (wsgidav), Azure Blob (azurite).
   py_missing=()
   command -v moto_server >/dev/null || py_missing+=("moto[server]")
+  command -v schemathesis >/dev/null || py_missing+=(schemathesis)
   command -v wsgidav >/dev/null || py_missing+=(wsgidav cheroot)
   python3 -c "import azure.storage.blob" 2>/dev/null || py_missing+=(azure-storage-blob)
   if [ ${#py_missing[@]} -gt 0 ]; then

@@ -22,6 +22,43 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Registers every series the server exports at zero, so dashboards and alert rules see each
+/// name from the first scrape (deploy/ checks its names against a live `/metrics`).
+fn register_all() {
+    for kind in ["cas", "ac"] {
+        counter!("reprovm_cache_hits_total", "kind" => kind).increment(0);
+        counter!("reprovm_cache_misses_total", "kind" => kind).increment(0);
+    }
+    for name in [
+        "reprovm_http_received_bytes_total",
+        "reprovm_http_sent_bytes_total",
+        "reprovm_remote_uploads_total",
+        "reprovm_remote_upload_failures_total",
+        "reprovm_remote_downloads_total",
+        "reprovm_remote_corrupt_total",
+        "reprovm_evictions_total",
+        "reprovm_evicted_bytes_total",
+    ] {
+        counter!(name).increment(0);
+    }
+    for name in [
+        "reprovm_store_blobs",
+        "reprovm_store_logical_bytes",
+        "reprovm_store_disk_bytes",
+        "reprovm_sync_backlog",
+    ] {
+        gauge!(name).increment(0.0);
+    }
+    counter!("reprovm_http_requests_total", "route" => "health", "method" => "GET", "status" => "200").increment(0);
+    let _ = histogram!("reprovm_http_request_duration_seconds", "route" => "health");
+    for name in [
+        "reprovm_remote_upload_duration_seconds",
+        "reprovm_remote_download_duration_seconds",
+    ] {
+        let _ = histogram!(name);
+    }
+}
+
 impl Metrics {
     /// Installs the Prometheus recorder (once per process) and returns its handle.
     pub fn install() -> Self {
@@ -37,6 +74,7 @@ impl Metrics {
                 handle
             })
             .clone();
+        register_all();
         Self { handle }
     }
 

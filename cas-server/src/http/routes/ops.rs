@@ -76,6 +76,12 @@ async fn remote_json(state: &AppState) -> serde_json::Value {
 }
 
 fn refresh_gauges(state: &AppState) {
+    // For the "disk near limit" alert (deploy/prometheus/alerts.yml).
+    if let Ok(free) = state.local.free_space() {
+        metrics::gauge!("reprovm_disk_free_bytes").set(free as f64);
+    }
+    metrics::gauge!("reprovm_store_max_bytes").set(state.config.max_size.map_or(0.0, |s| s.0 as f64));
+    metrics::counter!("reprovm_audit_dropped_total").absolute(state.audit.dropped());
     let c = state.local.counters();
     Metrics::store_gauges(
         c.blobs.load(Ordering::Relaxed),
