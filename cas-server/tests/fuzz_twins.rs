@@ -31,7 +31,7 @@ fn seed() -> u64 {
     let s = std::env::var("TWIN_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0xc0f1_6u64);
+        .unwrap_or(0xc0f16u64);
     println!("twin seed {s} (replay with TWIN_SEED={s})");
     s | 1
 }

@@ -366,7 +366,6 @@ fn catalogue() -> Vec<Case> {
         Some("too_large"),
         vec![format!("/v1/ac/{key}")],
     );
-    drop(add);
     cases
 }
 
