@@ -4,9 +4,14 @@
 #
 #   scripts/setup.sh          # build dependencies only
 #   scripts/setup.sh --test   # plus what the test suite needs
+#   scripts/setup.sh --fuzz   # plus cargo-fuzz for fuzz/run.sh (needs the nightly toolchain)
 set -euo pipefail
 want_test=""
 [ "${1:-}" = "--test" ] && want_test=yes
+if [ "${1:-}" = "--fuzz" ]; then
+  rustup toolchain list | grep -q '^nightly' || { echo "setup: fuzzing needs a nightly toolchain (rustup toolchain install nightly)" >&2; exit 1; }
+  command -v cargo-fuzz >/dev/null || cargo install -q --locked cargo-fuzz
+fi
 
 apt_pkgs=(libclang1-14 libclang-common-14-dev gcc g++ make curl)
 if [ -n "$want_test" ]; then
