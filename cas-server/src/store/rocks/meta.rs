@@ -1,0 +1,58 @@
+//! The meta record of a blob: its existence, size and where its pieces are.
+
+use super::*;
+
+const META_VERSION: u8 = 1;
+const META_LEN: usize = 1 + 8 + 4 + 8 + 8;
+
+/// What the meta record of a blob says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobMeta {
+    /// Decoded size.
+    pub size: u64,
+    /// Raw bytes per piece.
+    pub piece_size: u32,
+    /// Key prefix of the pieces in `data`.
+    pub data_id: u64,
+    /// Unix seconds of the upload.
+    pub stored_at: u64,
+}
+
+impl BlobMeta {
+    pub(crate) fn encode(&self) -> [u8; META_LEN] {
+        let mut out = [0u8; META_LEN];
+        out[0] = META_VERSION;
+        out[1..9].copy_from_slice(&self.size.to_be_bytes());
+        out[9..13].copy_from_slice(&self.piece_size.to_be_bytes());
+        out[13..21].copy_from_slice(&self.data_id.to_be_bytes());
+        out[21..29].copy_from_slice(&self.stored_at.to_be_bytes());
+        out
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Result<Self> {
+        if b.len() != META_LEN || b[0] != META_VERSION {
+            return Err(CasError::Corrupt(format!(
+                "meta record of {} bytes, version {:?}",
+                b.len(),
+                b.first()
+            )));
+        }
+        let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        Ok(Self {
+            size: u64_at(1),
+            piece_size: u32::from_be_bytes(b[9..13].try_into().expect("4 bytes")),
+            data_id: u64_at(13),
+            stored_at: u64_at(21),
+        })
+    }
+
+    /// Number of pieces.
+    pub fn pieces(&self) -> u32 {
+        self.size.div_ceil(u64::from(self.piece_size)) as u32
+    }
+
+    pub(super) fn piece_len(&self, idx: u32) -> usize {
+        let start = u64::from(idx) * u64::from(self.piece_size);
+        (self.size - start).min(u64::from(self.piece_size)) as usize
+    }
+}

@@ -1,0 +1,121 @@
+//! Reads: existence checks, one-piece reads, and streamed multi-piece reads.
+
+use super::*;
+
+impl RocksStore {
+    /// Reads and decodes one piece.
+    pub fn read_piece(&self, meta: &BlobMeta, idx: u32) -> Result<Vec<u8>> {
+        let stored = self
+            .inner
+            .db
+            .get_pinned_cf(&self.cf(CF_DATA), piece_key(meta.data_id, idx))
+            .map_err(db_err)?
+            .ok_or_else(|| CasError::Corrupt(format!("piece {idx} of data {} is missing", meta.data_id)))?;
+        piece::decode(&stored, meta.piece_len(idx))
+            .map_err(|e| CasError::Corrupt(format!("piece {idx} of data {}: {e}", meta.data_id)))
+    }
+
+    /// Looks a blob up for reading: its meta, the byte span `range` selects,
+    /// and, for a blob of at most one piece, the verified bytes of that span.
+    pub fn open_blob(
+        &self,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<(BlobMeta, std::ops::Range<u64>, Option<Bytes>)> {
+        let meta = self
+            .meta(digest)?
+            .ok_or_else(|| CasError::not_found(format!("blob {digest}")))?;
+        let span = match range {
+            None => 0..meta.size,
+            Some(r) => r
+                .resolve(meta.size)
+                .ok_or(CasError::RangeNotSatisfiable { size: meta.size })?,
+        };
+        self.touch(digest);
+        if meta.pieces() > 1 {
+            return Ok((meta, span, None));
+        }
+        let piece = if meta.size == 0 {
+            Vec::new()
+        } else {
+            self.read_piece(&meta, 0)?
+        };
+        // Small blobs are always verified, ranged or not: never send bytes that fail their digest.
+        if self.inner.opts.verify_reads && digest.kind().digest(&piece) != *digest {
+            tracing::error!(%digest, "stored blob fails verification");
+            return Err(CasError::Corrupt(format!("stored blob {digest} fails verification")));
+        }
+        let data = Bytes::from(piece).slice(span.start as usize..span.end as usize);
+        Ok((meta, span, Some(data)))
+    }
+
+    /// The digests among `digests` that are not stored, in order.
+    pub fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        let cf = self.cf(CF_META);
+        let keys: Vec<_> = digests.iter().map(meta_key).collect();
+        let found = self.inner.db.batched_multi_get_cf(&cf, keys.iter(), false);
+        let mut missing = Vec::new();
+        for (d, r) in digests.iter().zip(found) {
+            if r.map_err(db_err)?.is_none() {
+                missing.push(*d);
+            }
+        }
+        Ok(missing)
+    }
+}
+
+/// Streams pieces `first..=last` of a blob, sliced to `range`, from a blocking
+/// thread through a small channel (bounded memory). With `verify`, the whole
+/// blob is re-hashed and a mismatch ends the stream with an error.
+pub(super) fn stream_pieces(
+    store: RocksStore,
+    digest: Digest,
+    meta: BlobMeta,
+    range: std::ops::Range<u64>,
+    verify: bool,
+) -> ByteStream {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let ps = u64::from(meta.piece_size);
+        let first = (range.start / ps) as u32;
+        let last = ((range.end.max(1) - 1) / ps) as u32;
+        let mut hasher = verify.then(|| Hasher::new(digest.kind()));
+        for idx in first..=last.min(meta.pieces().saturating_sub(1)) {
+            let piece = match store.read_piece(&meta, idx) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    return;
+                }
+            };
+            if let Some(h) = &mut hasher {
+                h.update(&piece);
+            }
+            let base = u64::from(idx) * ps;
+            let lo = range.start.saturating_sub(base) as usize;
+            let hi = ((range.end - base) as usize).min(piece.len());
+            let mut chunk = Bytes::from(piece);
+            if lo > 0 || hi < chunk.len() {
+                chunk = chunk.slice(lo..hi);
+            }
+            let is_last = idx == last;
+            if let Some(h) = hasher.as_ref().filter(|_| is_last) {
+                let actual = h.finalize();
+                if actual != digest {
+                    tracing::error!(%digest, %actual, "stored blob fails verification; aborting the read");
+                    let _ = tx.blocking_send(Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("stored blob {digest} is corrupt"),
+                    )));
+                    return;
+                }
+            }
+            if tx.blocking_send(Ok(chunk)).is_err() {
+                return; // reader went away
+            }
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
