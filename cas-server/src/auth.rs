@@ -241,7 +241,9 @@ impl Authenticator {
 /// The role a request needs; `None` when it is open to all.
 pub fn required_role(method: &Method, path: &str, metrics_public: bool) -> Option<Role> {
     match path {
-        "/health" | "/ready" => return None,
+        "/health" | "/ready" | "/openapi.yaml" => return None,
+        // The API description and its viewer reveal nothing stored.
+        _ if path == "/swagger-ui" || path.starts_with("/swagger-ui/") => return None,
         "/metrics" | "/metrics/json" => return (!metrics_public).then_some(Role::Read),
         "/v1/config" => return Some(Role::Admin),
         // Asking which blobs are missing reads, though it is a POST.
@@ -291,6 +293,11 @@ mod tests {
             Err(AuthError::Unauthenticated(_))
         ));
         assert!(a.check(&Method::GET, "/health", &HeaderMap::new()).is_ok());
+        assert!(a
+            .check(&Method::GET, "/swagger-ui/swagger-ui.css", &HeaderMap::new())
+            .is_ok());
+        assert!(a.check(&Method::GET, "/openapi.yaml", &HeaderMap::new()).is_ok());
+        assert!(a.check(&Method::GET, "/swagger-uix", &HeaderMap::new()).is_err());
         assert!(a.check(&Method::GET, blob, &headers("Bearer r-secret")).is_ok());
         assert!(matches!(
             a.check(&Method::PUT, blob, &headers("Bearer r-secret")),
