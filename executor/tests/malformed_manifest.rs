@@ -50,6 +50,11 @@ fn malformed_manifests_exit_2_and_run_nothing() {
             b"task a {\n cmd = touch ran\n".to_vec(),
             "manifest.rvm:",
         ),
+        (
+            "timeout of 1e300 hours",
+            b"task a {\n cmd = touch ran\n timeout = 1e300h\n}\n".to_vec(),
+            "manifest.rvm:3:",
+        ),
     ];
     for (name, manifest, want) in cases {
         let dir = tempfile::tempdir().unwrap();

@@ -195,7 +195,11 @@ fn env_list(value: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-/// Seconds: `30`, `1.5`, `30s`, `2m`, `1h`.
+/// Longest duration [`parse_secs`] accepts (about 31 years): every value converts to a
+/// `Duration` and can be added to an `Instant` (found by fuzz/manifest_parse).
+pub const MAX_SECS: f64 = 1e9;
+
+/// Seconds: `30`, `1.5`, `30s`, `2m`, `1h`, at most [`MAX_SECS`].
 pub fn parse_secs(value: &str) -> Result<f64, String> {
     let v = value.trim();
     let (num, mult) = match v.chars().last() {
@@ -205,7 +209,8 @@ pub fn parse_secs(value: &str) -> Result<f64, String> {
         _ => (v, 1.0),
     };
     match num.trim().parse::<f64>() {
-        Ok(n) if n > 0.0 && n.is_finite() => Ok(n * mult),
+        Ok(n) if n > 0.0 && n * mult <= MAX_SECS => Ok(n * mult),
+        Ok(n) if n > 0.0 => Err(format!("{} is more than {MAX_SECS} seconds", quote(value))),
         _ => Err(format!(
             "expected a positive number of seconds (e.g. 30, 1.5, 2m), found {}",
             quote(value)
