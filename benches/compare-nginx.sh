@@ -31,7 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT
 if [ -z "${QUICK:-}" ] && [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null; then
-  truncate -s 12G "$work/fs.img"
+  truncate -s 48G "$work/fs.img"
   mkfs.ext4 -q -F "$work/fs.img"
   mount -o loop "$work/fs.img" "$mnt" && loop=yes
 fi

@@ -20,6 +20,7 @@ impl RocksStore {
     /// Deletes least-recently-used blobs until at most `target` bytes are
     /// stored; returns (blobs, bytes) evicted.
     pub fn evict_to(&self, target: u64) -> Result<(u64, u64)> {
+        self.flush_atimes();
         let stored = self.counters().logical_bytes.load(Ordering::Relaxed);
         if stored <= target {
             return Ok((0, 0));

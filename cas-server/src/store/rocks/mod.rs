@@ -58,6 +58,8 @@ pub(super) const CF_REMOTE: &str = "remote_known";
 pub(super) const CF_ATIME: &str = "atime";
 /// Blobs that `cas-server verify --repair` found corrupt and took out of service (see `scrub.rs`).
 pub(super) const CF_QUARANTINE: &str = "quarantine";
+/// Access times gathered in memory before one batch write.
+const ATIME_BATCH: usize = 4096;
 const ALL_CFS: [&str; 9] = [
     CF_META,
     CF_DATA,
@@ -132,6 +134,8 @@ struct Inner {
     refs_lock: Mutex<()>,
     /// Last free-space reading of the data dir's filesystem, and when it was taken.
     free_space_cache: Mutex<(Option<std::time::Instant>, u64)>,
+    /// Access times not yet written (see `touch`).
+    pending_atime: Mutex<std::collections::HashMap<[u8; DIGEST_LEN + 1], u64>>,
     counters: StoreCounters,
 }
 
@@ -237,6 +241,7 @@ impl RocksStore {
                 commit_locks: (0..64).map(|_| Mutex::new(())).collect(),
                 refs_lock: Mutex::new(()),
                 free_space_cache: Mutex::new((None, 0)),
+                pending_atime: Mutex::default(),
                 counters: StoreCounters::default(),
             }),
         };
@@ -320,6 +325,7 @@ impl RocksStore {
 
     /// Flushes memtables and the WAL to disk (used on shutdown).
     pub fn flush(&self) -> Result<()> {
+        self.flush_atimes();
         self.inner.db.flush_wal(true).map_err(db_err)?;
         for name in ALL_CFS {
             self.inner.db.flush_cf(&self.cf(name)).map_err(db_err)?;
@@ -349,14 +355,36 @@ impl RocksStore {
             })
     }
 
-    /// Records an access for LRU eviction: a memtable write without the WAL, no read.
+    /// Records an access for LRU eviction. Reads must not contend on the
+    /// database's write path, so accesses gather in memory and are written in
+    /// one batch (without the WAL) when enough have gathered, before eviction
+    /// and on flush.
     fn touch(&self, digest: &Digest) {
+        let full = {
+            let mut pending = self.inner.pending_atime.lock().unwrap_or_else(|p| p.into_inner());
+            pending.insert(meta_key(digest), now_secs());
+            pending.len() >= ATIME_BATCH
+        };
+        if full {
+            self.flush_atimes();
+        }
+    }
+
+    /// Writes the gathered access times.
+    pub fn flush_atimes(&self) {
+        let pending = std::mem::take(&mut *self.inner.pending_atime.lock().unwrap_or_else(|p| p.into_inner()));
+        if pending.is_empty() {
+            return;
+        }
+        let mut batch = WriteBatch::default();
+        for (k, t) in pending {
+            batch.put_cf(self.cf(CF_ATIME), k, t.to_be_bytes());
+        }
         let mut w = WriteOptions::default();
         w.disable_wal(true);
-        let _ = self
-            .inner
-            .db
-            .put_cf_opt(self.cf(CF_ATIME), meta_key(digest), now_secs().to_be_bytes(), &w);
+        if let Err(e) = self.inner.db.write_opt(batch, &w) {
+            tracing::warn!(error = %e, "could not record access times");
+        }
     }
 
     pub(super) fn write_opts(&self, sync: bool) -> WriteOptions {
