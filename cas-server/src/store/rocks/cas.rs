@@ -1,6 +1,6 @@
 //! The async [`Cas`] face of the store: each call runs on the blocking pool.
 
-use super::read::stream_pieces;
+use super::read::{stream_pieces, ReadError};
 use super::*;
 
 #[async_trait::async_trait]
@@ -12,16 +12,22 @@ impl Cas for RocksStore {
 
     async fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
         let d = *digest;
-        Ok(self
-            .blocking(move |s| s.meta(&d))
-            .await?
-            .map(|m| BlobInfo { size: m.size }))
+        let meta = match self.meta_cached(&d) {
+            Ok(m) => m,
+            Err(ReadError::Cas(e)) => return Err(e),
+            Err(ReadError::NeedsIo) => self.blocking(move |s| s.meta(&d)).await?,
+        };
+        Ok(meta.map(|m| BlobInfo { size: m.size }))
     }
 
     async fn get(&self, digest: &Digest, range: Option<ByteRange>) -> Result<Blob> {
         let d = *digest;
-        // One trip to the blocking pool: meta, and for a one-piece blob its bytes too.
-        let (meta, span, small) = self.blocking(move |s| s.open_blob(&d, range)).await?;
+        // Hot small blobs are served from memory on the spot; anything that needs the disk
+        // takes one trip to the blocking pool (meta, and for a one-piece blob its bytes too).
+        let (meta, span, small) = match self.try_open_blob_cached(&d, range) {
+            Some(r) => r?,
+            None => self.blocking(move |s| s.open_blob(&d, range)).await?,
+        };
         let body = match small {
             Some(data) => reprovm_sdk::cas::bytes_stream(data),
             None => {

@@ -2,17 +2,83 @@
 
 use super::*;
 
+/// Why a read did not complete.
+pub(super) enum ReadError {
+    /// The read was restricted to memory and the data is on disk only.
+    NeedsIo,
+    /// A real error.
+    Cas(CasError),
+}
+
+impl From<CasError> for ReadError {
+    fn from(e: CasError) -> Self {
+        Self::Cas(e)
+    }
+}
+
+impl ReadError {
+    fn into_cas(self) -> CasError {
+        match self {
+            Self::Cas(e) => e,
+            Self::NeedsIo => CasError::Backend("read needs I/O".into()),
+        }
+    }
+}
+
 impl RocksStore {
+    /// A point lookup; with `cached_only` it is answered from the memtables and
+    /// the block cache, or fails with `NeedsIo` instead of touching the disk.
+    fn lookup(
+        &self,
+        cf: &str,
+        key: &[u8],
+        cached_only: bool,
+    ) -> Result<Option<rocksdb::DBPinnableSlice<'_>>, ReadError> {
+        let mut opts = rocksdb::ReadOptions::default();
+        if cached_only {
+            opts.set_read_tier(rocksdb::ReadTier::BlockCache);
+        }
+        match self.inner.db.get_pinned_cf_opt(self.cf(cf), key, &opts) {
+            Ok(v) => Ok(v),
+            Err(e) if cached_only && e.kind() == rocksdb::ErrorKind::Incomplete => Err(ReadError::NeedsIo),
+            Err(e) => Err(ReadError::Cas(db_err(e))),
+        }
+    }
+
     /// Reads and decodes one piece.
     pub fn read_piece(&self, meta: &BlobMeta, idx: u32) -> Result<Vec<u8>> {
+        self.read_piece_tier(meta, idx, false).map_err(ReadError::into_cas)
+    }
+
+    fn read_piece_tier(&self, meta: &BlobMeta, idx: u32, cached_only: bool) -> Result<Vec<u8>, ReadError> {
         let stored = self
-            .inner
-            .db
-            .get_pinned_cf(&self.cf(CF_DATA), piece_key(meta.data_id, idx))
-            .map_err(db_err)?
+            .lookup(CF_DATA, &piece_key(meta.data_id, idx), cached_only)?
             .ok_or_else(|| CasError::Corrupt(format!("piece {idx} of data {} is missing", meta.data_id)))?;
-        piece::decode(&stored, meta.piece_len(idx))
-            .map_err(|e| CasError::Corrupt(format!("piece {idx} of data {}: {e}", meta.data_id)))
+        let piece = piece::decode(&stored, meta.piece_len(idx))
+            .map_err(|e| CasError::Corrupt(format!("piece {idx} of data {}: {e}", meta.data_id)))?;
+        Ok(piece)
+    }
+
+    /// The meta record of a blob, from memory only (`NeedsIo` when on disk).
+    pub(super) fn meta_cached(&self, digest: &Digest) -> Result<Option<BlobMeta>, ReadError> {
+        match self.lookup(CF_META, &meta_key(digest), true)? {
+            Some(v) => Ok(Some(BlobMeta::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// [`RocksStore::open_blob`] answered from memory only: `None` when it would need the disk.
+    /// Lets the async front end serve hot small blobs without a trip to the blocking pool.
+    pub fn try_open_blob_cached(
+        &self,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Option<Result<(BlobMeta, std::ops::Range<u64>, Option<Bytes>)>> {
+        match self.open_blob_tier(digest, range, true) {
+            Ok(x) => Some(Ok(x)),
+            Err(ReadError::NeedsIo) => None,
+            Err(ReadError::Cas(e)) => Some(Err(e)),
+        }
     }
 
     /// Looks a blob up for reading: its meta, the byte span `range` selects,
@@ -22,28 +88,40 @@ impl RocksStore {
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> Result<(BlobMeta, std::ops::Range<u64>, Option<Bytes>)> {
-        let meta = self
-            .meta(digest)?
-            .ok_or_else(|| CasError::not_found(format!("blob {digest}")))?;
+        self.open_blob_tier(digest, range, false).map_err(ReadError::into_cas)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn open_blob_tier(
+        &self,
+        digest: &Digest,
+        range: Option<ByteRange>,
+        cached_only: bool,
+    ) -> Result<(BlobMeta, std::ops::Range<u64>, Option<Bytes>), ReadError> {
+        let meta = match self.lookup(CF_META, &meta_key(digest), cached_only)? {
+            Some(v) => BlobMeta::decode(&v)?,
+            None => return Err(CasError::not_found(format!("blob {digest}")).into()),
+        };
         let span = match range {
             None => 0..meta.size,
             Some(r) => r
                 .resolve(meta.size)
                 .ok_or(CasError::RangeNotSatisfiable { size: meta.size })?,
         };
-        self.touch(digest);
         if meta.pieces() > 1 {
+            self.touch(digest);
             return Ok((meta, span, None));
         }
         let piece = if meta.size == 0 {
             Vec::new()
         } else {
-            self.read_piece(&meta, 0)?
+            self.read_piece_tier(&meta, 0, cached_only)?
         };
+        self.touch(digest);
         // Small blobs are always verified, ranged or not: never send bytes that fail their digest.
         if self.inner.opts.verify_reads && digest.kind().digest(&piece) != *digest {
             tracing::error!(%digest, "stored blob fails verification");
-            return Err(CasError::Corrupt(format!("stored blob {digest} fails verification")));
+            return Err(CasError::Corrupt(format!("stored blob {digest} fails verification")).into());
         }
         let data = Bytes::from(piece).slice(span.start as usize..span.end as usize);
         Ok((meta, span, Some(data)))
