@@ -60,6 +60,8 @@ pub(super) const CF_ATIME: &str = "atime";
 pub(super) const CF_QUARANTINE: &str = "quarantine";
 /// Access times gathered in memory before one batch write.
 const ATIME_BATCH: usize = 4096;
+/// Size of the block cache shared by all column families.
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
 const ALL_CFS: [&str; 9] = [
     CF_META,
     CF_DATA,
@@ -207,8 +209,17 @@ impl RocksStore {
         db_opts.set_max_background_jobs(2);
         db_opts.set_max_total_wal_size(256 << 20);
         db_opts.set_keep_log_file_num(4);
+        // One bounded block cache holds data blocks *and* index/filter blocks for every column
+        // family, so memory stays bounded as the store grows (index blocks otherwise live
+        // outside any cache and grow with the data).
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut o = Options::default();
+            o.set_block_based_table_factory(&table);
             if *name == CF_DATA {
                 // Pieces are compressed by us; big ones go to blob files.
                 o.set_write_buffer_size(16 << 20);
