@@ -376,7 +376,7 @@ async fn concurrent_put_and_get_of_one_digest() {
                 client
                     .put(&d, Some(data.len() as u64), reprovm_sdk::cas::bytes_stream(data))
                     .await
-                    .map(|o| Some(o))
+                    .map(Some)
             } else {
                 // A reader sees the whole blob or 404, never a part.
                 match client.get(&d, None).await {

@@ -83,7 +83,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         accepted += 1;
-        if accepted % 1024 == 0 {
+        if accepted.is_multiple_of(1024) {
             state.limits.housekeeping();
         }
         let _ = stream.set_nodelay(true);

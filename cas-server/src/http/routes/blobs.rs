@@ -24,7 +24,7 @@ const MIN_WIRE_COMPRESS: u64 = 1024;
 /// Largest blob in one batch frame.
 const MAX_BATCH_FRAME: u64 = 16 << 20;
 
-fn header_str<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -77,15 +77,14 @@ async fn get(state: &AppState, digest: Digest, req: Request<Incoming>) -> Handle
     if header_str(headers, header::IF_NONE_MATCH)
         .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"))
         && range.is_none()
+        && state.store.stat(&digest).await?.is_some()
     {
-        if state.store.stat(&digest).await?.is_some() {
-            Metrics::lookup("cas", true);
-            return Ok(Response::builder()
-                .status(StatusCode::NOT_MODIFIED)
-                .header(header::ETAG, tag)
-                .body(body::empty())
-                .expect("valid"));
-        }
+        Metrics::lookup("cas", true);
+        return Ok(Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .header(header::ETAG, tag)
+            .body(body::empty())
+            .expect("valid"));
     }
     let accept = header_str(headers, header::ACCEPT_ENCODING)
         .map(Encoding::negotiate)

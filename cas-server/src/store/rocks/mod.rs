@@ -29,6 +29,7 @@ mod read;
 mod write;
 
 pub use meta::BlobMeta;
+pub use read::OpenedBlob;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -112,8 +113,6 @@ impl Default for StoreOptions {
         }
     }
 }
-
-/// What the meta record of a blob says.
 
 /// Counts kept in memory for `/v1/stats` and metrics.
 #[derive(Debug, Default)]

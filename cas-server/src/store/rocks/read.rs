@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// A blob looked up for reading: its meta, the byte span asked for, and for a
+/// one-piece blob the verified bytes of that span.
+pub type OpenedBlob = (BlobMeta, std::ops::Range<u64>, Option<Bytes>);
+
 /// Why a read did not complete.
 pub(super) enum ReadError {
     /// The read was restricted to memory and the data is on disk only.
@@ -69,11 +73,7 @@ impl RocksStore {
 
     /// [`RocksStore::open_blob`] answered from memory only: `None` when it would need the disk.
     /// Lets the async front end serve hot small blobs without a trip to the blocking pool.
-    pub fn try_open_blob_cached(
-        &self,
-        digest: &Digest,
-        range: Option<ByteRange>,
-    ) -> Option<Result<(BlobMeta, std::ops::Range<u64>, Option<Bytes>)>> {
+    pub fn try_open_blob_cached(&self, digest: &Digest, range: Option<ByteRange>) -> Option<Result<OpenedBlob>> {
         match self.open_blob_tier(digest, range, true) {
             Ok(x) => Some(Ok(x)),
             Err(ReadError::NeedsIo) => None,
@@ -83,21 +83,16 @@ impl RocksStore {
 
     /// Looks a blob up for reading: its meta, the byte span `range` selects,
     /// and, for a blob of at most one piece, the verified bytes of that span.
-    pub fn open_blob(
-        &self,
-        digest: &Digest,
-        range: Option<ByteRange>,
-    ) -> Result<(BlobMeta, std::ops::Range<u64>, Option<Bytes>)> {
+    pub fn open_blob(&self, digest: &Digest, range: Option<ByteRange>) -> Result<OpenedBlob> {
         self.open_blob_tier(digest, range, false).map_err(ReadError::into_cas)
     }
 
-    #[allow(clippy::type_complexity)]
     fn open_blob_tier(
         &self,
         digest: &Digest,
         range: Option<ByteRange>,
         cached_only: bool,
-    ) -> Result<(BlobMeta, std::ops::Range<u64>, Option<Bytes>), ReadError> {
+    ) -> Result<OpenedBlob, ReadError> {
         let meta = match self.lookup(CF_META, &meta_key(digest), cached_only)? {
             Some(v) => BlobMeta::decode(&v)?,
             None => return Err(CasError::not_found(format!("blob {digest}")).into()),

@@ -95,7 +95,7 @@ impl RocksStore {
             hasher.update(&buf);
             // Incompressible data (already compressed artifacts, media) stays incompressible:
             // after a piece that did not shrink, only every 16th piece tries again.
-            let codec = if incompressible_run % 16 == 0 {
+            let codec = if incompressible_run.is_multiple_of(16) {
                 opts.compression
             } else {
                 Compression::None
