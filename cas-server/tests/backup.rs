@@ -301,7 +301,8 @@ async fn online_backup_under_concurrent_uploads_restores_every_acknowledged_blob
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
     let (st, _, _) = req(&s, "GET", "/v1/admin/backups?from=/nonexistent/backups", &[], "").await;
     assert_eq!(st, 404);
-    let (st, _, body) = req(&s, "POST", "/v1/admin/backups", &[], r#"{"to":"s3://bucket/x"}"#).await;
+    // Buckets are supported (tests/backup_bucket.rs); a scheme object_store does not know is not.
+    let (st, _, body) = req(&s, "POST", "/v1/admin/backups", &[], r#"{"to":"ftp://bucket/x"}"#).await;
     assert_eq!((st, common::error_code(&body).as_str()), (400, "unsupported_target"));
     let (st, _, _) = req(&s, "DELETE", "/v1/admin/backups", &[], "").await;
     assert_eq!(st, 405);

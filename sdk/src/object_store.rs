@@ -106,6 +106,11 @@ impl ObjectStoreCas {
         &self.store
     }
 
+    /// The path prefix everything of this store lives under.
+    pub fn prefix(&self) -> &Path {
+        &self.prefix
+    }
+
     fn blob_path(&self, d: &Digest) -> Path {
         let hex = d.to_hex();
         let dir = match d.kind() {

@@ -4,8 +4,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 
+use super::bucket::{is_bucket_url, mirror_dir, Bucket};
 use super::{parse_target, BackupDir};
 
 /// `cas-server backup` subcommands.
@@ -91,12 +92,47 @@ fn human_time(unix: i64) -> String {
     )
 }
 
+/// Runs a future on the current runtime from this synchronous code.
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+/// Opens a backup target: a directory, or a bucket URL through its local mirror
+/// (filled from the bucket first; see [`bucket`](super::bucket)).
+fn open_target(target: &str, create: bool) -> anyhow::Result<(BackupDir, Option<Bucket>)> {
+    if !is_bucket_url(target) {
+        return Ok((BackupDir::open(&parse_target(target)?, create)?, None));
+    }
+    let bucket = Bucket::open(target)?;
+    let mirror = mirror_dir(target);
+    std::fs::create_dir_all(&mirror)?;
+    let dir = BackupDir::open(&mirror, true)?;
+    let pulled = block(bucket.pull(&mirror)).with_context(|| format!("reading the backups in {target}"))?;
+    if pulled > 0 {
+        eprintln!(
+            "cas-server: fetched {pulled} files from {target} into {}",
+            mirror.display()
+        );
+    }
+    Ok((dir, Some(bucket)))
+}
+
+/// After a change to a mirror, makes the bucket equal to it.
+fn push(bucket: &Option<Bucket>, dir: &BackupDir) -> anyhow::Result<()> {
+    if let Some(b) = bucket {
+        let (up, del) = block(b.push(dir.path())).context("copying the backup to the bucket")?;
+        eprintln!("cas-server: bucket updated: {up} files uploaded, {del} deleted");
+    }
+    Ok(())
+}
+
 /// Runs one subcommand.
 pub fn run(cmd: BackupCommand) -> anyhow::Result<()> {
     match cmd {
         BackupCommand::Create { data_dir, to, json } => {
-            let dir = BackupDir::open(&parse_target(&to)?, true)?;
+            let (dir, bucket) = open_target(&to, true)?;
             let info = dir.backup_data_dir(&data_dir)?;
+            push(&bucket, &dir)?;
             if json {
                 println!("{}", serde_json::to_string(&info)?);
             } else {
@@ -111,7 +147,7 @@ pub fn run(cmd: BackupCommand) -> anyhow::Result<()> {
             }
         }
         BackupCommand::List { from, json } => {
-            let dir = BackupDir::open(&parse_target(&from)?, false)?;
+            let (dir, _) = open_target(&from, false)?;
             let list = dir.list()?;
             if json {
                 println!("{}", serde_json::to_string(&list)?);
@@ -133,7 +169,7 @@ pub fn run(cmd: BackupCommand) -> anyhow::Result<()> {
             }
         }
         BackupCommand::Verify { deep, from, id } => {
-            let dir = BackupDir::open(&parse_target(&from)?, false)?;
+            let (dir, _) = open_target(&from, false)?;
             let mut failed = 0;
             let ids = dir.ids_to_verify(id)?;
             for id in &ids {
@@ -176,13 +212,14 @@ pub fn run(cmd: BackupCommand) -> anyhow::Result<()> {
             }
         }
         BackupCommand::Prune { keep, from } => {
-            let dir = BackupDir::open(&parse_target(&from)?, false)?;
+            let (dir, bucket) = open_target(&from, false)?;
             let removed = dir.prune(keep as usize)?;
+            push(&bucket, &dir)?;
             let kept: Vec<u32> = dir.list()?.iter().map(|b| b.id).collect();
             println!("removed backups {removed:?}; kept {kept:?}");
         }
         BackupCommand::Restore { from, id, to, force } => {
-            let dir = BackupDir::open(&parse_target(&from)?, false)?;
+            let (dir, _) = open_target(&from, false)?;
             let (id, scan) = dir.restore(id, &to, force)?;
             println!(
                 "restored backup {id} to {}: {} blobs, {} bytes, every blob verified",

@@ -17,6 +17,7 @@
 //! [`BackupDir::verify_deep`] and [`BackupDir::restore`] restore into a
 //! scratch directory and re-hash every blob against its digest ([`scan`]).
 
+pub mod bucket;
 pub mod cli;
 pub mod manifest;
 mod restore;

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::HandlerResult;
+use crate::backup::bucket::{self, Bucket};
 use crate::backup::{self, BackupDir, BackupError};
 use crate::http::body;
 use crate::http::error::ApiError;
@@ -51,6 +52,26 @@ fn target(state: &AppState, given: Option<String>) -> Result<PathBuf, ApiError> 
     }
 }
 
+/// For a bucket URL target: its client and local mirror, filled from the bucket.
+async fn bucket_mirror(state: &AppState, given: &Option<String>) -> Result<Option<(Bucket, PathBuf)>, ApiError> {
+    let target = given.clone().or_else(|| {
+        state
+            .config
+            .backup_dir
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+    });
+    let Some(url) = target.filter(|t| bucket::is_bucket_url(t)) else {
+        return Ok(None);
+    };
+    let fail = |e: std::io::Error| ApiError::new(502, "bucket_error", format!("backup bucket {url}: {e}"));
+    let b = Bucket::open(&url).map_err(|e| ApiError::bad_request("unsupported_target", e.to_string()))?;
+    let mirror = bucket::mirror_dir(&url);
+    std::fs::create_dir_all(&mirror).map_err(fail)?;
+    b.pull(&mirror).await.map_err(fail)?;
+    Ok(Some((b, mirror)))
+}
+
 fn json_response(status: StatusCode, value: &serde_json::Value) -> HandlerResult {
     Ok(Response::builder()
         .status(status)
@@ -75,7 +96,11 @@ async fn create(state: &AppState, req: Request<Incoming>) -> HandlerResult {
     } else {
         serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request("bad_json", format!("backup request: {e}")))?
     };
-    let dir = target(state, request.to)?;
+    let mirror = bucket_mirror(state, &request.to).await?;
+    let dir = match &mirror {
+        Some((_, m)) => m.clone(),
+        None => target(state, request.to)?,
+    };
     let local = state.local.clone();
     let started = std::time::Instant::now();
     // The engine copies files for as long as the store is large: off the async workers.
@@ -87,6 +112,11 @@ async fn create(state: &AppState, req: Request<Incoming>) -> HandlerResult {
     .await
     .map_err(|e| ApiError::new(500, "backup_failed", format!("backup task failed: {e}")))?;
     let (info, dir) = info.map_err(api_error)?;
+    if let Some((b, m)) = &mirror {
+        b.push(m)
+            .await
+            .map_err(|e| ApiError::new(502, "bucket_error", format!("copying the backup to the bucket: {e}")))?;
+    }
     tracing::info!(id = info.id, dir = %dir.display(), files = info.num_files, "online backup created");
     json_response(
         StatusCode::CREATED,
@@ -108,7 +138,11 @@ async fn list(state: &AppState, req: Request<Incoming>) -> HandlerResult {
         .query()
         .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "from"))
         .map(|(_, v)| v.into_owned());
-    let dir = target(state, from)?;
+    let mirror = bucket_mirror(state, &from).await?;
+    let dir = match mirror {
+        Some((_, m)) => m,
+        None => target(state, from)?,
+    };
     let backups = tokio::task::spawn_blocking(move || BackupDir::open(&dir, false)?.list().map(|l| (l, dir)))
         .await
         .map_err(|e| ApiError::new(500, "backup_failed", format!("backup task failed: {e}")))?;
