@@ -345,7 +345,14 @@ fn the_seed_config_loads_and_unknown_keys_warn() {
     std::fs::copy(&seed, ws.path().join("reprovm.conf")).unwrap();
     let r = reprovm(ws.path(), &["manifest.rvm"]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(!r.stderr.contains("warning"), "{r:?}");
+    // No warning about the config itself. (The seed's max_cpu_percent=80 may make a busy test
+    // machine delay the task with a back-pressure warning: that one is about the machine.)
+    let config_warnings = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning") && !l.contains("although CPU"))
+        .count();
+    assert_eq!(config_warnings, 0, "{r:?}");
     // The seed config sends the log to .reprovm/reprovm.log.
     assert!(ws.path().join(".reprovm/reprovm.log").exists());
 
