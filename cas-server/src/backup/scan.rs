@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use reprovm_sdk::digest::{Digest, Hasher};
+use reprovm_sdk::digest::Digest;
 use serde::Serialize;
 
 use super::Result;
@@ -48,20 +48,8 @@ pub fn scan_store(dir: &Path) -> Result<ScanReport> {
         let (digest, meta) = item?;
         report.blobs += 1;
         report.bytes += meta.size;
-        let mut hasher = Hasher::new(digest.kind());
-        let mut failure = None;
-        for idx in 0..meta.pieces() {
-            match store.read_piece(&meta, idx) {
-                Ok(piece) => hasher.update(&piece),
-                Err(e) => {
-                    failure = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        if failure.is_none() && hasher.finalize() != digest {
-            failure = Some(format!("contents hash to {}", hasher.finalize()));
-        }
+        // The same check as `cas-server verify`: every piece decodes and the whole hashes right.
+        let failure = store.verify_blob(&digest, &meta);
         if let Some(why) = failure {
             report.corrupt.push((digest, why));
         }
