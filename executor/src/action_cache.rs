@@ -83,6 +83,17 @@ pub enum ActionError {
     },
 }
 
+/// A stored value that is not an action result this reprovm can read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not the JSON of an action result.
+    #[error("not an action result: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Written by another version of reprovm.
+    #[error("action-result version {0}; this reprovm reads version {RESULT_VERSION}")]
+    Version(u32),
+}
+
 impl ActionResult {
     /// The JSON stored in the action cache.
     pub fn encode(&self) -> Bytes {
@@ -91,9 +102,16 @@ impl ActionResult {
 
     /// Parses a stored action result; `None` for another version or garbage (treated as a miss).
     pub fn decode(data: &[u8]) -> Option<Self> {
-        serde_json::from_slice::<Self>(data)
-            .ok()
-            .filter(|r| r.version == RESULT_VERSION)
+        Self::parse(data).ok()
+    }
+
+    /// Parses a stored action result, saying why it is not one (gc must not guess).
+    pub fn parse(data: &[u8]) -> Result<Self, DecodeError> {
+        let r = serde_json::from_slice::<Self>(data)?;
+        if r.version != RESULT_VERSION {
+            return Err(DecodeError::Version(r.version));
+        }
+        Ok(r)
     }
 
     /// The digest dependents hash into their keys.

@@ -1,5 +1,10 @@
 //! `reprovm cache stats|clean|verify|gc` and the `--clean-cache` / `--verify-cache` flags, on the
 //! embedded store of a cache dir (remote stores are maintained by their own server or bucket tools).
+//!
+//! gc's roots are the store's own action cache and refs, read in full before anything is
+//! deleted: any failure to read one (a store error, an undecodable action result, a snapshot
+//! whose trees cannot be walked) stops gc with an error and nothing deleted, since an unread
+//! root may reach any blob.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -7,8 +12,8 @@ use std::path::Path;
 use cas_server::RocksStore;
 use reprovm_sdk::{CasError, Digest, Hasher};
 
-use crate::action_cache::ActionResult;
-use crate::store::{ac_index_path, local_dir, open_local, StoreError};
+use crate::action_cache::{ActionResult, DecodeError};
+use crate::store::{local_dir, open_local, StoreError};
 
 /// Cache maintenance failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +30,38 @@ pub enum CacheError {
     /// A snapshot whose trees cannot be walked (gc then deletes nothing).
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::reach::ReachError),
+    /// Reading gc's roots from the store failed (gc then deletes nothing).
+    #[error("{what}: {source}; gc stopped without deleting anything")]
+    Roots {
+        /// What was being read.
+        what: String,
+        /// Why it failed.
+        source: CasError,
+    },
+    /// An action result gc cannot read, so it cannot know what it keeps alive.
+    #[error(
+        "action result {key}: {source}; gc stopped without deleting anything (rerunning the task that \
+         wrote it replaces it; `reprovm cache clean` empties the cache)"
+    )]
+    BadResult {
+        /// Its action-cache key.
+        key: Digest,
+        /// Why it does not decode.
+        source: DecodeError,
+    },
+    /// A snapshot ref whose value is not a digest.
+    #[error("snapshot ref {name} does not hold a snapshot digest; gc stopped without deleting anything")]
+    BadSnapshotRef {
+        /// The ref.
+        name: String,
+    },
+}
+
+fn roots(what: impl Into<String>) -> impl FnOnce(CasError) -> CacheError {
+    move |source| CacheError::Roots {
+        what: what.into(),
+        source,
+    }
 }
 
 /// Figures of `cache stats`.
@@ -51,16 +88,6 @@ pub struct Corrupt {
     pub reason: String,
 }
 
-/// The action-cache keys recorded for a cache dir, deduplicated.
-fn ac_keys(cache_dir: &Path) -> Vec<Digest> {
-    let text = std::fs::read_to_string(ac_index_path(cache_dir)).unwrap_or_default();
-    let mut seen = HashSet::new();
-    text.lines()
-        .filter_map(|l| Digest::parse(l.trim()).ok())
-        .filter(|d| seen.insert(*d))
-        .collect()
-}
-
 /// `cache stats`.
 pub fn stats(cache_dir: &Path) -> Result<Stats, CacheError> {
     if !local_dir(cache_dir).exists() {
@@ -77,25 +104,20 @@ pub fn stats(cache_dir: &Path) -> Result<Stats, CacheError> {
         s.blobs += 1;
         s.bytes += meta.size;
     }
-    for key in ac_keys(cache_dir) {
-        if store.ac_get_sync(&key)?.is_some() {
-            s.action_results += 1;
-        }
+    for item in store.list_ac() {
+        item?;
+        s.action_results += 1;
     }
     Ok(s)
 }
 
-/// `cache clean`: deletes the embedded store and its index. Returns the bytes freed.
+/// `cache clean`: deletes the embedded store. Returns the bytes freed.
 pub fn clean(cache_dir: &Path) -> Result<u64, CacheError> {
     let dir = local_dir(cache_dir);
     let mut freed = 0;
     if dir.exists() {
         freed = dir_size(&dir);
         std::fs::remove_dir_all(&dir)?;
-    }
-    match std::fs::remove_file(ac_index_path(cache_dir)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-        _ => {}
     }
     Ok(freed)
 }
@@ -160,26 +182,7 @@ pub fn gc(cache_dir: &Path, dry_run: bool) -> Result<(u64, u64, u64), CacheError
         return Ok((0, 0, 0));
     }
     let store = open_local(cache_dir)?;
-    let mut live: HashSet<Digest> = HashSet::new();
-    for key in ac_keys(cache_dir) {
-        if let Some(result) = store.ac_get_sync(&key)?.and_then(|v| ActionResult::decode(&v)) {
-            live.extend(result.outputs.iter().map(|o| o.digest));
-        }
-    }
-    // Refs are opaque to the store: any digest written in a ref's value keeps that blob. A
-    // snapshot ref's digest is a snapshot object: walk it to its trees and chunks.
-    let mut trees_walked = HashSet::new();
-    for name in store.ref_list_sync("")? {
-        if let Some(r) = store.ref_get_sync(&name)? {
-            let found = digests_in(&String::from_utf8_lossy(&r.value));
-            if name.starts_with(reprovm_sdk::snapshot::REF_ROOT) {
-                for d in &found {
-                    crate::snapshot::reach::mark(&store, &name, *d, &mut live, &mut trees_walked)?;
-                }
-            }
-            live.extend(found);
-        }
-    }
+    let live = live_set(&store)?;
     let (mut kept, mut deleted, mut freed) = (0, 0, 0);
     let blobs: Vec<_> = store.list_blobs().collect::<Result<_, _>>()?;
     for (d, meta) in blobs {
@@ -194,6 +197,35 @@ pub fn gc(cache_dir: &Path, dry_run: bool) -> Result<(u64, u64, u64), CacheError
         }
     }
     Ok((kept, deleted, freed))
+}
+
+/// Every blob an action result or a ref reaches; an error if any of them cannot be read.
+fn live_set(store: &RocksStore) -> Result<HashSet<Digest>, CacheError> {
+    let mut live: HashSet<Digest> = HashSet::new();
+    for item in store.list_ac() {
+        let (key, value) = item.map_err(roots("listing the action cache"))?;
+        let result = ActionResult::parse(&value).map_err(|source| CacheError::BadResult { key, source })?;
+        live.extend(result.outputs.iter().map(|o| o.digest));
+    }
+    // Refs are opaque to the store: any digest written in a ref's value keeps that blob. A
+    // snapshot ref's value is the digest of a snapshot object: walk it to its trees and chunks.
+    let mut trees_walked = HashSet::new();
+    for name in store.ref_list_sync("").map_err(roots("listing refs"))? {
+        let Some(r) = store
+            .ref_get_sync(&name)
+            .map_err(roots(format!("reading ref {name}")))?
+        else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&r.value);
+        if name.starts_with(reprovm_sdk::snapshot::REF_ROOT) {
+            let d = Digest::parse(text.trim()).map_err(|_| CacheError::BadSnapshotRef { name: name.clone() })?;
+            crate::snapshot::reach::mark(store, &name, d, &mut live, &mut trees_walked)?;
+        } else {
+            live.extend(digests_in(&text));
+        }
+    }
+    Ok(live)
 }
 
 /// Every 64-hex run in `text` that parses as a digest.

@@ -30,6 +30,20 @@ impl RocksStore {
         self.inner.db.write_opt(batch, &w).map_err(db_err)
     }
 
+    /// Every action-cache entry (key and value), in key order: what `reprovm cache gc` keeps
+    /// alive. An undecodable key is an error, not a skipped entry, so a caller deciding what is
+    /// live never works from a partial list.
+    pub fn list_ac(&self) -> impl Iterator<Item = Result<(Digest, Bytes)>> + '_ {
+        self.inner
+            .db
+            .iterator_cf(&self.cf(CF_AC), IteratorMode::Start)
+            .map(|item| {
+                let (k, v) = item.map_err(db_err)?;
+                let d = digest_of_key(&k).ok_or_else(|| CasError::Corrupt("action-cache key".into()))?;
+                Ok((d, Bytes::from(v.into_vec())))
+            })
+    }
+
     /// Reads a ref.
     pub fn ref_get_sync(&self, name: &str) -> Result<Option<RefValue>> {
         validate_ref_name(name).map_err(CasError::InvalidInput)?;
