@@ -13,6 +13,7 @@ use cas_server::RocksStore;
 use reprovm_sdk::{CasError, Digest, Hasher};
 
 use crate::action_cache::{ActionResult, DecodeError};
+use crate::shutdown::{Interrupted, Shutdown};
 use crate::store::{local_dir, open_local, StoreError};
 
 /// Cache maintenance failed.
@@ -49,6 +50,9 @@ pub enum CacheError {
         /// Why it does not decode.
         source: DecodeError,
     },
+    /// A signal stopped it between two blobs.
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
     /// A snapshot ref whose value is not a digest.
     #[error("snapshot ref {name} does not hold a snapshot digest; gc stopped without deleting anything")]
     BadSnapshotRef {
@@ -137,11 +141,12 @@ fn dir_size(dir: &Path) -> u64 {
 }
 
 /// Re-hashes every blob of `store`; returns the corrupt ones (and deletes them when `delete`).
-pub fn verify(store: &RocksStore, delete: bool) -> Result<(u64, Vec<Corrupt>), CacheError> {
+pub fn verify(store: &RocksStore, delete: bool, shutdown: &Shutdown) -> Result<(u64, Vec<Corrupt>), CacheError> {
     let mut checked = 0;
     let mut bad = Vec::new();
     let blobs: Vec<_> = store.list_blobs().collect::<Result<_, _>>()?;
     for (digest, meta) in blobs {
+        shutdown.check()?;
         checked += 1;
         let mut h = Hasher::new(digest.kind());
         let mut n = 0u64;
@@ -177,7 +182,8 @@ pub fn verify(store: &RocksStore, delete: bool) -> Result<(u64, Vec<Corrupt>), C
 }
 
 /// `cache gc`: deletes the blobs no action result and no ref reaches. Returns (kept, deleted, bytes freed).
-pub fn gc(cache_dir: &Path, dry_run: bool) -> Result<(u64, u64, u64), CacheError> {
+/// A stop request ends it between two deletions (what is deleted was garbage either way).
+pub fn gc(cache_dir: &Path, dry_run: bool, shutdown: &Shutdown) -> Result<(u64, u64, u64), CacheError> {
     if !local_dir(cache_dir).exists() {
         return Ok((0, 0, 0));
     }
@@ -190,6 +196,7 @@ pub fn gc(cache_dir: &Path, dry_run: bool) -> Result<(u64, u64, u64), CacheError
             kept += 1;
         } else {
             if !dry_run {
+                shutdown.check()?;
                 store.delete_blob(&d)?;
             }
             deleted += 1;

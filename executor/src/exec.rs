@@ -1,5 +1,9 @@
 //! Runs one task command: `sh -c CMD` in the workspace, in its own process group so that a timeout
 //! (or the end of the command) kills everything it started, with stdout and stderr captured.
+//!
+//! On a stop request ([`Shutdown`]) the group gets the same signal (SIGINT or SIGTERM) and
+//! [`GRACE`] to exit, every process of it (a child that traps the signal to clean up is waited
+//! for too), then SIGKILL; a second signal SIGKILLs at once.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -8,6 +12,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
+
+use crate::shutdown::{Shutdown, StopSignal, GRACE};
 
 /// How a command ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +26,8 @@ pub enum Exit {
     Signal(i32),
     /// Ran past its timeout; its process group was killed.
     TimedOut(Duration),
+    /// Stopped because reprovm got this signal (forwarded to its process group).
+    Interrupted(StopSignal),
 }
 
 impl std::fmt::Display for Exit {
@@ -29,6 +37,7 @@ impl std::fmt::Display for Exit {
             Self::Code(c) => write!(f, "exited with code {c}"),
             Self::Signal(s) => write!(f, "killed by signal {s}"),
             Self::TimedOut(t) => write!(f, "timed out after {:.1}s (process group killed)", t.as_secs_f64()),
+            Self::Interrupted(s) => write!(f, "interrupted by {} (process group stopped)", s.name()),
         }
     }
 }
@@ -44,12 +53,43 @@ pub struct Outcome {
     pub duration: Duration,
 }
 
-/// Runs `sh -c cmd` in `cwd` with `env` added to the inherited environment.
+/// How the wait for the shell ended.
+enum Ended {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    TimedOut,
+    Stopped(StopSignal),
+}
+
+/// Whether any process of group `pgid` is still alive (zombies do not count: nothing runs in
+/// them, and an init that does not reap would otherwise keep them forever).
+fn group_alive(pgid: Pid) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return killpg(pgid, None).is_ok();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .any(|stat| {
+            // `pid (comm) state ppid pgrp ...`: the fields after the last `)`.
+            let mut rest = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r)
+                .unwrap_or_default()
+                .split_whitespace();
+            let state = rest.next();
+            let pgrp = rest.nth(1).and_then(|p| p.parse::<i32>().ok());
+            pgrp == Some(pgid.as_raw()) && !matches!(state, Some("Z") | Some("X"))
+        })
+}
+
+/// Runs `sh -c cmd` in `cwd` with `env` added to the inherited environment, until it ends, its
+/// timeout passes or `shutdown` stops it.
 pub async fn run(
     cmd: &str,
     cwd: &Path,
     env: &[(String, String)],
     timeout: Option<Duration>,
+    shutdown: &Shutdown,
 ) -> std::io::Result<Outcome> {
     let start = Instant::now();
     let mut child = tokio::process::Command::new("sh")
@@ -77,15 +117,19 @@ pub async fn run(
         buf
     };
     let wait = async {
-        let status = match timeout {
-            Some(t) => tokio::time::timeout(t, child.wait()).await.ok(),
-            None => Some(child.wait().await),
+        let expired = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
         };
-        // Whatever the shell left behind in its group (background jobs holding our pipes, or
-        // everything when it timed out) goes now.
-        let _ = killpg(pgid, Signal::SIGKILL);
-        match status {
-            Some(s) => s.map(|s| {
+        let ended = tokio::select! {
+            s = child.wait() => Ended::Exited(s),
+            _ = expired => Ended::TimedOut,
+            sig = shutdown.stopped() => Ended::Stopped(sig),
+        };
+        let exit = match ended {
+            Ended::Exited(s) => s.map(|s| {
                 use std::os::unix::process::ExitStatusExt;
                 match (s.code(), s.signal()) {
                     (Some(0), _) => Exit::Success,
@@ -94,11 +138,28 @@ pub async fn run(
                     (None, None) => Exit::Code(-1),
                 }
             }),
-            None => {
-                let _ = child.wait().await;
-                Ok(Exit::TimedOut(timeout.unwrap_or_default()))
+            Ended::TimedOut => Ok(Exit::TimedOut(timeout.unwrap_or_default())),
+            Ended::Stopped(sig) => {
+                let _ = killpg(pgid, sig.signal());
+                let drained = async {
+                    let _ = child.wait().await;
+                    while group_alive(pgid) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                };
+                tokio::select! {
+                    _ = drained => {}
+                    _ = tokio::time::sleep(GRACE) => {}
+                    _ = shutdown.killed() => {}
+                }
+                Ok(Exit::Interrupted(sig))
             }
-        }
+        };
+        // Whatever the shell left behind in its group (background jobs holding our pipes, or
+        // everything when it timed out or outlived a stop's grace) goes now.
+        let _ = killpg(pgid, Signal::SIGKILL);
+        let _ = child.wait().await;
+        exit
     };
     let (exit, mut out, err) = tokio::join!(wait, read_out, read_err);
     out.extend_from_slice(&err);
@@ -117,12 +178,13 @@ mod tests {
     async fn captures_output_and_codes() {
         let dir = tempfile::tempdir().unwrap();
         let env = [("GREETING".to_string(), "hi".to_string())];
-        let o = run("echo $GREETING; echo oops >&2; exit 3", dir.path(), &env, None)
+        let none = Shutdown::new();
+        let o = run("echo $GREETING; echo oops >&2; exit 3", dir.path(), &env, None, &none)
             .await
             .unwrap();
         assert_eq!(o.exit, Exit::Code(3));
         assert_eq!(String::from_utf8_lossy(&o.output), "hi\noops\n");
-        let o = run("pwd", dir.path(), &[], None).await.unwrap();
+        let o = run("pwd", dir.path(), &[], None, &none).await.unwrap();
         assert_eq!(o.exit, Exit::Success);
         assert_eq!(
             Path::new(String::from_utf8_lossy(&o.output).trim()),
@@ -135,12 +197,51 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // A grandchild that would write a marker if it survived.
         let cmd = "(sleep 2; touch survived) & sleep 30";
-        let o = run(cmd, dir.path(), &[], Some(Duration::from_millis(300)))
+        let o = run(cmd, dir.path(), &[], Some(Duration::from_millis(300)), &Shutdown::new())
             .await
             .unwrap();
         assert!(matches!(o.exit, Exit::TimedOut(_)), "{:?}", o.exit);
         assert!(o.duration < Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(2500)).await;
         assert!(!dir.path().join("survived").exists());
+    }
+
+    #[tokio::test]
+    async fn a_stop_forwards_the_signal_and_waits_for_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        // The shell dies of the signal; its background child traps it, cleans up, then exits.
+        let cmd = "sh -c 'trap \"sleep 0.3; touch cleaned; exit 0\" TERM; sleep 30 & wait' & sleep 30";
+        let shutdown = Shutdown::new();
+        let stopper = {
+            let s = shutdown.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                s.request(StopSignal::Terminate);
+            }
+        };
+        let (o, ()) = tokio::join!(run(cmd, dir.path(), &[], None, &shutdown), stopper);
+        let o = o.unwrap();
+        assert_eq!(o.exit, Exit::Interrupted(StopSignal::Terminate));
+        assert!(o.duration < GRACE, "{:?}", o.duration);
+        assert!(dir.path().join("cleaned").exists(), "the trapping child got its time");
+    }
+
+    #[tokio::test]
+    async fn a_second_request_kills_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let shutdown = Shutdown::new();
+        let stopper = {
+            let s = shutdown.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                s.request(StopSignal::Interrupt);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                s.request(StopSignal::Interrupt);
+            }
+        };
+        let (o, ()) = tokio::join!(run("trap '' INT; sleep 30", dir.path(), &[], None, &shutdown), stopper);
+        let o = o.unwrap();
+        assert_eq!(o.exit, Exit::Interrupted(StopSignal::Interrupt));
+        assert!(o.duration < Duration::from_secs(2), "{:?}", o.duration);
     }
 }

@@ -11,6 +11,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::shutdown::{Interrupted, Shutdown};
+
 /// Why the lock was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -30,6 +32,9 @@ pub enum LockError {
         /// Why.
         source: std::io::Error,
     },
+    /// A signal came while waiting for the holder.
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
 }
 
 /// The held lock; dropping it removes the file.
@@ -65,8 +70,8 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// Takes the lock in `dir`, waiting up to `wait` for a live holder to finish.
-pub fn acquire(dir: &Path, wait: Duration) -> Result<LockGuard, LockError> {
+/// Takes the lock in `dir`, waiting up to `wait` for a live holder to finish (or for a stop request).
+pub fn acquire(dir: &Path, wait: Duration, shutdown: &Shutdown) -> Result<LockGuard, LockError> {
     let path = dir.join("lock");
     let io = |source| LockError::Io {
         path: path.clone(),
@@ -83,6 +88,7 @@ pub fn acquire(dir: &Path, wait: Duration) -> Result<LockGuard, LockError> {
         if Instant::now() >= deadline {
             return Err(LockError::Held { pid: held_by, path });
         }
+        shutdown.check()?;
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -141,13 +147,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut sleeper = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         std::fs::write(dir.path().join("lock"), format!("{}\n", sleeper.id())).unwrap();
-        match acquire(dir.path(), Duration::ZERO).unwrap_err() {
+        match acquire(dir.path(), Duration::ZERO, &Shutdown::new()).unwrap_err() {
             LockError::Held { pid, .. } => assert_eq!(pid, sleeper.id()),
             e => panic!("{e}"),
         }
         sleeper.kill().unwrap();
         sleeper.wait().unwrap();
-        let guard = acquire(dir.path(), Duration::ZERO).unwrap();
+        let guard = acquire(dir.path(), Duration::ZERO, &Shutdown::new()).unwrap();
         let content = std::fs::read_to_string(dir.path().join("lock")).unwrap();
         assert_eq!(content.trim(), std::process::id().to_string());
         drop(guard);
@@ -161,7 +167,7 @@ mod tests {
         std::fs::write(dir.path().join("lock"), format!("{}\n", sleeper.id())).unwrap();
         let reaper = std::thread::spawn(move || sleeper.wait());
         let start = Instant::now();
-        let _guard = acquire(dir.path(), Duration::from_secs(10)).unwrap();
+        let _guard = acquire(dir.path(), Duration::from_secs(10), &Shutdown::new()).unwrap();
         assert!(start.elapsed() >= Duration::from_millis(300));
         reaper.join().unwrap().unwrap();
     }

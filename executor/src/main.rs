@@ -24,6 +24,8 @@
 //! - [`limits`]: token bucket and CPU/memory back-pressure on task starts.
 //! - [`metrics`]: the executor's Prometheus metrics (`--metrics FILE.prom`, `serve`'s `/metrics`).
 //! - [`serve`]: `reprovm serve`, the REST API.
+//! - [`shutdown`]: SIGINT/SIGTERM: the one stop request the scheduler, commands, snapshot walks
+//!   and `serve` honour (exit 130/143).
 //! - [`messages`]: every line the user sees: status, progress bar, summary, stats.
 #![deny(unsafe_code)]
 
@@ -42,6 +44,7 @@ mod metrics;
 mod notify;
 mod runner;
 mod serve;
+mod shutdown;
 mod snapshot;
 mod store;
 mod workspace;

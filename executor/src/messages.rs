@@ -313,3 +313,12 @@ fn indent(output: &[u8]) -> String {
 pub fn error(color: bool, text: &str) {
     eprintln!("reprovm: {} {text}", paint(color, RED, "error:"));
 }
+
+/// Printed on the first SIGINT/SIGTERM (stderr): what happens now and how to hurry it.
+pub fn stopping(sig: crate::shutdown::StopSignal) {
+    eprintln!(
+        "reprovm: {}: stopping; running commands get the signal and {} s to exit (again to kill them now)",
+        sig.name(),
+        crate::shutdown::GRACE.as_secs()
+    );
+}

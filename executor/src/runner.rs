@@ -14,6 +14,7 @@ use crate::exec::{self, Exit};
 use crate::limits::Limits;
 use crate::manifest::Task;
 use crate::messages::{Reporter, RunReport, TaskRecord};
+use crate::shutdown::Shutdown;
 use crate::workspace::Workspace;
 
 /// What a run needs besides the graph.
@@ -32,6 +33,8 @@ pub struct RunOptions {
     pub observers: Vec<Arc<dyn RunObserver>>,
     /// Rate and resource limits on starting commands.
     pub limits: Option<Arc<Limits>>,
+    /// Stop requests (SIGINT, SIGTERM): no task starts after one, running commands are stopped.
+    pub shutdown: Shutdown,
 }
 
 /// Something that happened to a task during a run.
@@ -139,9 +142,18 @@ impl<'a> Runner<'a> {
     /// Runs the selected tasks and reports.
     pub async fn run(&self, selected: &[bool]) -> RunReport {
         let start = Instant::now();
-        let states = Scheduler::new(self.graph, self.opts.jobs, self.opts.keep_going)
-            .run(selected, |i| self.run_task(i))
-            .await;
+        let states = Scheduler::new(
+            self.graph,
+            self.opts.jobs,
+            self.opts.keep_going,
+            self.opts.shutdown.clone(),
+        )
+        .run(selected, |i| self.run_task(i))
+        .await;
+        let not_run = match self.opts.shutdown.signal() {
+            Some(sig) => format!("not started: interrupted by {}", sig.name()),
+            None => "stopped after a failure (use --keep-going)".to_string(),
+        };
         let mut records = std::mem::take(&mut *self.records.lock().expect("records"));
         let mut report = RunReport::default();
         for (i, state) in states.iter().enumerate() {
@@ -149,10 +161,7 @@ impl<'a> Runner<'a> {
             let (status, reason) = match state {
                 NodeState::NotSelected => continue,
                 NodeState::Skipped => ("skipped", Some(self.failed_deps(i, &states))),
-                NodeState::NotRun => (
-                    "not_run",
-                    Some("stopped after a failure (use --keep-going)".to_string()),
-                ),
+                NodeState::NotRun => ("not_run", Some(not_run.clone())),
                 NodeState::Succeeded | NodeState::Failed => {
                     let r = records.remove(&i).expect("finished tasks have a record");
                     report.saved_ms += r.saved_ms;
@@ -277,14 +286,24 @@ impl<'a> Runner<'a> {
             attempt += 1;
             let _running = match &self.opts.limits {
                 Some(l) => {
-                    let (running, warning) = l.start().await;
-                    if let Some(w) = warning {
+                    let started = tokio::select! {
+                        s = l.start() => Some(s),
+                        _ = self.opts.shutdown.stopped() => None,
+                    };
+                    let (running, warning) = started.unzip();
+                    if let Some(w) = warning.flatten() {
                         self.reporter.warn(&format!("{}: {w}", task.name));
                     }
-                    Some(running)
+                    running
                 }
                 None => None,
             };
+            if let Err(stop) = self.opts.shutdown.check() {
+                let why = format!("not started: {stop}");
+                self.reporter.skipped(&task.name, &why);
+                self.record(i, "not_run", start.elapsed(), 0, attempt - 1, Some(why));
+                return false;
+            }
             self.reporter.started(&task.name, &task.cmd);
             self.emit(TaskEvent::Started {
                 task: &task.name,
@@ -388,7 +407,7 @@ impl<'a> Runner<'a> {
             }
         }
         let timeout = task.timeout.or(self.opts.timeout);
-        let outcome = exec::run(&task.cmd, self.ws.root(), &task.env, timeout)
+        let outcome = exec::run(&task.cmd, self.ws.root(), &task.env, timeout, &self.opts.shutdown)
             .await
             .map_err(|e| Failure {
                 why: format!("cannot start `sh -c`: {e}"),
@@ -399,7 +418,7 @@ impl<'a> Runner<'a> {
             return Err(Failure {
                 why: format!("command {}", outcome.exit),
                 output: outcome.output,
-                retryable: true,
+                retryable: !matches!(outcome.exit, Exit::Interrupted(_)),
             });
         }
         let outputs = match action_cache::store_outputs(&*self.cas, self.ws, &task.outputs).await {

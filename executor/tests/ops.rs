@@ -446,7 +446,7 @@ fn serve_runs_tasks_and_reports_them_with_auth_and_audit() {
     assert_eq!(code, 200);
     assert!(ui.contains("swagger-ui-bundle.js"));
 
-    // SIGTERM: exits 0.
+    // SIGTERM: exits 143 (128 + SIGTERM), as a run does.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(srv.child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -454,7 +454,7 @@ fn serve_runs_tasks_and_reports_them_with_auth_and_audit() {
     .unwrap();
     let mut srv = srv;
     let status = srv.child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    assert_eq!(status.code(), Some(143), "{status:?}");
     let audit = std::fs::read_to_string(ws.path().join("audit.log")).unwrap();
     assert!(
         audit.contains("type=AUTH_FAILURE user=anonymous resource=/tasks"),

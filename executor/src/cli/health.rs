@@ -80,7 +80,14 @@ pub async fn run(hi: &HiArgs, notifier: &Notifier) -> u8 {
             None => "no file; defaults and environment".into(),
         },
     ));
-    let sh = crate::exec::run("true", Path::new("."), &[], Some(Duration::from_secs(10))).await;
+    let sh = crate::exec::run(
+        "true",
+        Path::new("."),
+        &[],
+        Some(Duration::from_secs(10)),
+        &crate::shutdown::Shutdown::new(),
+    )
+    .await;
     checks.push(match sh {
         Ok(o) if o.exit == crate::exec::Exit::Success => row("shell", true, "sh -c runs"),
         Ok(o) => row("shell", false, format!("sh -c true {}", o.exit)),
@@ -119,7 +126,7 @@ pub async fn run(hi: &HiArgs, notifier: &Notifier) -> u8 {
     checks.push(if embedded_busy {
         row("store", true, "local store in use by the running PID; not opened")
     } else {
-        let opened = match lock::acquire(&hi.cache_dir, Duration::ZERO) {
+        let opened = match lock::acquire(&hi.cache_dir, Duration::ZERO, &crate::shutdown::Shutdown::new()) {
             Ok(guard) => store::open(hi.remote.as_ref(), &hi.cache_dir)
                 .map(|s| (s, guard))
                 .map_err(|e| e.to_string()),

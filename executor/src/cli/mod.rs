@@ -1,5 +1,6 @@
 //! The command line: [`lowargs`] is what was typed, [`hiargs`] what to do; [`run`] does it and
-//! returns the exit code (0 all succeeded, 1 a task failed, 2 usage or manifest error, 3 lock held).
+//! returns the exit code (0 all succeeded, 1 a task failed, 2 usage or manifest error, 3 lock held,
+//! 130/143 stopped by SIGINT/SIGTERM; see [`crate::shutdown`]).
 
 pub mod health;
 pub mod hiargs;
@@ -18,6 +19,7 @@ use crate::manifest;
 use crate::messages::Reporter;
 use crate::notify::{Notification, Notifier};
 use crate::runner::{self, RunObserver, RunOptions, Runner};
+use crate::shutdown::{Interrupted, Shutdown};
 use crate::store::{self, StoreError};
 use crate::workspace::Workspace;
 use hiargs::HiArgs;
@@ -81,7 +83,7 @@ pub fn run(mut low: LowArgs) -> Result<u8, Failure> {
         true,
         format!("{} warnings", hi.warnings.len()),
     );
-    let result = run_command(&hi, command, &audit);
+    let result = with_runtime(&hi, command, &audit);
     let code = match &result {
         Ok(c) => *c,
         Err(f) => f.code,
@@ -91,22 +93,45 @@ pub fn run(mut low: LowArgs) -> Result<u8, Failure> {
     result
 }
 
-fn run_command(hi: &HiArgs, command: Option<Command>, audit: &Audit) -> Result<u8, Failure> {
-    let plain = Reporter::plain(hi.style);
-    for w in &hi.warnings {
-        plain.warn(w);
-    }
+/// Starts the runtime and the signal handlers, runs the command; a signal received makes the
+/// exit code 130 (SIGINT) or 143 (SIGTERM), whatever the command returned.
+fn with_runtime(hi: &HiArgs, command: Option<Command>, audit: &Audit) -> Result<u8, Failure> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
         .or_exit(EXIT_FAILED)?;
+    let shutdown = Shutdown::install(&rt, crate::messages::stopping)
+        .context("installing the SIGINT/SIGTERM handlers")
+        .or_exit(EXIT_FAILED)?;
+    let result = run_command(hi, command, audit, &rt, &shutdown);
+    match (shutdown.signal(), result) {
+        (None, result) => result,
+        (Some(sig), Ok(_)) => Ok(sig.exit_code()),
+        (Some(sig), Err(f)) => Err(Failure {
+            code: sig.exit_code(),
+            error: f.error,
+        }),
+    }
+}
+
+fn run_command(
+    hi: &HiArgs,
+    command: Option<Command>,
+    audit: &Audit,
+    rt: &tokio::runtime::Runtime,
+    shutdown: &Shutdown,
+) -> Result<u8, Failure> {
+    let plain = Reporter::plain(hi.style);
+    for w in &hi.warnings {
+        plain.warn(w);
+    }
     match &command {
-        Some(Command::Cache { action }) => return cache_command(hi, *action, &plain),
-        Some(Command::Snapshot { action }) => return crate::snapshot::run(hi, action.clone(), &rt, &plain),
+        Some(Command::Cache { action }) => return cache_command(hi, *action, &plain, shutdown),
+        Some(Command::Snapshot { action }) => return crate::snapshot::run(hi, action.clone(), rt, &plain, shutdown),
         Some(Command::Audit { .. }) => unreachable!("handled before the settings"),
         Some(Command::Serve { listen, manifest }) => {
-            return crate::serve::run(hi, listen, manifest, audit, &rt).or_exit(EXIT_FAILED)
+            return crate::serve::run(hi, listen, manifest, audit, rt, shutdown).or_exit(EXIT_FAILED)
         }
         Some(Command::Notify { .. }) | None => {}
     }
@@ -160,7 +185,7 @@ fn run_command(hi: &HiArgs, command: Option<Command>, audit: &Audit) -> Result<u
         return Err(fail(EXIT_USAGE)(e));
     }
 
-    let _lock = take_lock(hi)?;
+    let _lock = take_lock(hi, shutdown)?;
     if hi.clean_cache {
         clean_local(hi, &plain)?;
         audit.record(
@@ -173,7 +198,7 @@ fn run_command(hi: &HiArgs, command: Option<Command>, audit: &Audit) -> Result<u
     }
     let store = store::open(hi.remote.as_ref(), &hi.cache_dir).map_err(store_failure)?;
     if hi.verify_cache {
-        verify_local(hi, store.local.as_ref(), &plain, true)?;
+        verify_local(hi, store.local.as_ref(), &plain, true, shutdown)?;
     }
     tracing::info!(store = %store.describe, "store opened");
 
@@ -205,12 +230,21 @@ fn run_command(hi: &HiArgs, command: Option<Command>, audit: &Audit) -> Result<u
         keep_going: hi.keep_going,
         observers,
         limits: limits.clone(),
+        shutdown: shutdown.clone(),
     };
     let cas = Arc::clone(&store.cas);
     let report = rt.block_on(Runner::new(&graph, &ws, cas, opts, &reporter).run(&selected));
     reporter.summary(&report, hi.stats);
     notifier.notify(Notification::PipelineComplete { report: report.clone() });
-    rt.block_on(notifier.finish());
+    rt.block_on(async {
+        tokio::select! {
+            () = notifier.finish() => {}
+            () = shutdown.killed() => {}
+        }
+    });
+    if let Some(sig) = shutdown.signal() {
+        return Ok(sig.exit_code());
+    }
     let c = &notifier.counters;
     let delivered = [&c.delivered, &c.failed, &c.dropped].map(|n| n.load(std::sync::atomic::Ordering::Relaxed));
     crate::metrics::run_finished(
@@ -248,11 +282,12 @@ pub(crate) fn store_failure(e: StoreError) -> Failure {
     fail(code)(e.into())
 }
 
-pub(crate) fn take_lock(hi: &HiArgs) -> Result<lock::LockGuard, Failure> {
-    lock::acquire(&hi.cache_dir, hi.lock_wait).map_err(|e| {
+pub(crate) fn take_lock(hi: &HiArgs, shutdown: &Shutdown) -> Result<lock::LockGuard, Failure> {
+    lock::acquire(&hi.cache_dir, hi.lock_wait, shutdown).map_err(|e| {
         let code = match e {
             LockError::Held { .. } => EXIT_LOCKED,
             LockError::Io { .. } => EXIT_FAILED,
+            LockError::Interrupted(Interrupted(sig)) => sig.exit_code(),
         };
         fail(code)(e.into())
     })
@@ -335,12 +370,13 @@ fn verify_local(
     local: Option<&cas_server::RocksStore>,
     out: &Reporter,
     delete: bool,
+    shutdown: &Shutdown,
 ) -> Result<usize, Failure> {
     let Some(store) = local else {
         no_remote(hi, "--verify-cache")?;
         return Ok(0);
     };
-    let (checked, bad) = cache_cmd::verify(store, delete).or_exit(EXIT_FAILED)?;
+    let (checked, bad) = cache_cmd::verify(store, delete, shutdown).or_exit(EXIT_FAILED)?;
     for c in &bad {
         out.warn(&format!(
             "corrupt blob {}: {}{}",
@@ -353,9 +389,9 @@ fn verify_local(
     Ok(bad.len())
 }
 
-fn cache_command(hi: &HiArgs, action: CacheAction, out: &Reporter) -> Result<u8, Failure> {
+fn cache_command(hi: &HiArgs, action: CacheAction, out: &Reporter, shutdown: &Shutdown) -> Result<u8, Failure> {
     no_remote(hi, "`reprovm cache`")?;
-    let _lock = take_lock(hi)?;
+    let _lock = take_lock(hi, shutdown)?;
     match action {
         CacheAction::Stats => {
             let s = cache_command_stats(hi)?;
@@ -373,12 +409,12 @@ fn cache_command(hi: &HiArgs, action: CacheAction, out: &Reporter) -> Result<u8,
                 return Ok(0);
             }
             let local = store::open_local(&hi.cache_dir).map_err(store_failure)?;
-            if verify_local(hi, Some(&local), out, delete)? > 0 {
+            if verify_local(hi, Some(&local), out, delete, shutdown)? > 0 {
                 return Ok(EXIT_FAILED);
             }
         }
         CacheAction::Gc { dry_run } => {
-            let (kept, deleted, freed) = cache_cmd::gc(&hi.cache_dir, dry_run).or_exit(EXIT_FAILED)?;
+            let (kept, deleted, freed) = cache_cmd::gc(&hi.cache_dir, dry_run, shutdown).or_exit(EXIT_FAILED)?;
             let verb = if dry_run { "would delete" } else { "deleted" };
             out.info(&format!("gc: kept {kept} blobs, {verb} {deleted} ({freed} bytes)"));
         }

@@ -1,6 +1,8 @@
 //! Runs the selected tasks of a [`Graph`] with at most `jobs` at a time, each as soon as its deps
 //! have succeeded. A failure skips everything that depends on it; without `keep_going` it also
-//! stops starting new tasks (those already running finish).
+//! stops starting new tasks (those already running finish). So does a stop request (SIGINT,
+//! SIGTERM): the tasks already running are stopped by the exec layer, honouring the same
+//! [`Shutdown`], and the rest end up [`NodeState::NotRun`].
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -8,6 +10,7 @@ use std::future::Future;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::graph::Graph;
+use crate::shutdown::Shutdown;
 
 /// Where a task ended up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -15,7 +18,7 @@ use super::graph::Graph;
 pub enum NodeState {
     /// Not part of this run (not a target nor a dep of one).
     NotSelected,
-    /// Selected but never started because the run stopped after a failure.
+    /// Selected but never started because the run stopped (after a failure, or on a signal).
     NotRun,
     /// A dependency failed.
     Skipped,
@@ -32,15 +35,18 @@ pub struct Scheduler<'g> {
     jobs: usize,
     /// Keep starting independent tasks after a failure.
     keep_going: bool,
+    /// Once it fires, no task starts.
+    shutdown: Shutdown,
 }
 
 impl<'g> Scheduler<'g> {
     /// A scheduler over `graph`.
-    pub fn new(graph: &'g Graph, jobs: usize, keep_going: bool) -> Self {
+    pub fn new(graph: &'g Graph, jobs: usize, keep_going: bool, shutdown: Shutdown) -> Self {
         Self {
             graph,
             jobs: jobs.max(1),
             keep_going,
+            shutdown,
         }
     }
 
@@ -65,7 +71,7 @@ impl<'g> Scheduler<'g> {
         let mut running = FuturesUnordered::new();
         let mut stopping = false;
         loop {
-            while running.len() < self.jobs && !stopping {
+            while running.len() < self.jobs && !stopping && self.shutdown.signal().is_none() {
                 let Some(i) = ready.pop_front() else { break };
                 let fut = task(i);
                 running.push(async move { (i, fut.await) });
@@ -116,7 +122,7 @@ mod tests {
         let g = graph(&[("bad", ""), ("after_bad", "bad"), ("ok1", ""), ("ok2", "ok1")]);
         let ran = RefCell::new(Vec::new());
         let run = |keep_going| {
-            let s = Scheduler::new(&g, 1, keep_going);
+            let s = Scheduler::new(&g, 1, keep_going, Shutdown::new());
             let ran = &ran;
             async move {
                 s.run(&[true; 4], |i| {
@@ -147,7 +153,7 @@ mod tests {
         ]);
         let log = RefCell::new(Vec::new());
         let in_flight = RefCell::new((0usize, 0usize));
-        let s = Scheduler::new(&g, 2, false);
+        let s = Scheduler::new(&g, 2, false, Shutdown::new());
         let states = s
             .run(&[true; 6], |i| {
                 let (log, in_flight) = (&log, &in_flight);
@@ -169,5 +175,24 @@ mod tests {
         let pos = |i: usize| log.iter().position(|&x| x == i).unwrap();
         assert!(pos(3) < pos(1) && pos(3) < pos(2) && pos(1) < pos(0) && pos(2) < pos(0));
         assert_eq!(in_flight.into_inner().1, 2);
+    }
+
+    #[tokio::test]
+    async fn a_stop_request_starts_nothing_more() {
+        let g = graph(&[("first", ""), ("second", "first"), ("other", "")]);
+        let shutdown = Shutdown::new();
+        let s = Scheduler::new(&g, 1, true, shutdown.clone());
+        let ran = RefCell::new(Vec::new());
+        let states = s
+            .run(&[true; 3], |i| {
+                ran.borrow_mut().push(i);
+                shutdown.request(crate::shutdown::StopSignal::Interrupt);
+                async move { true }
+            })
+            .await;
+        use NodeState::*;
+        assert_eq!(ran.into_inner().len(), 1);
+        assert_eq!(states.iter().filter(|s| **s == NotRun).count(), 2, "{states:?}");
+        assert_eq!(states.iter().filter(|s| **s == Succeeded).count(), 1, "{states:?}");
     }
 }

@@ -16,8 +16,10 @@
 //! configured by `[serve] token_file, allow_anonymous_read, metrics_public`; with no token every
 //! caller may do everything, as with cas-server. The server holds the cache dir's run lock for
 //! its whole life, so a `reprovm` run on the same cache dir exits 3 while it serves; its own runs
-//! are serialized by an async mutex. SIGTERM/SIGINT stop accepting, let the current run finish
-//! (up to a minute) and exit 0.
+//! are serialized by an async mutex. SIGTERM/SIGINT (the process's [`Shutdown`]) stop accepting
+//! and stop the current run as they stop a `reprovm` run (its commands get the signal, then
+//! SIGKILL after the grace period; queued runs start nothing), finish in-flight requests, release
+//! the lock and exit 143 (SIGTERM) or 130 (SIGINT).
 
 mod routes;
 mod state;
@@ -38,6 +40,7 @@ use crate::cli::hiargs::HiArgs;
 use crate::config::FileConfig;
 use crate::dag::Graph;
 use crate::notify::Notifier;
+use crate::shutdown::{Shutdown, GRACE};
 use crate::workspace::Workspace;
 use cas_server::auth::Authenticator;
 use cas_server::config::AuthConfig;
@@ -63,13 +66,14 @@ fn auth_config(hi: &HiArgs) -> anyhow::Result<AuthConfig> {
     Ok(a)
 }
 
-/// Serves until SIGTERM/SIGINT; returns the exit code.
+/// Serves until SIGTERM/SIGINT; returns the exit code (that of the signal).
 pub fn run(
     hi: &HiArgs,
     listen: &str,
     manifest: &Path,
     audit: &Audit,
     rt: &tokio::runtime::Runtime,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<u8> {
     let parsed = crate::manifest::parse_file(manifest)?;
     let graph = Graph::build(parsed)?;
@@ -89,7 +93,7 @@ pub fn run(
         return Err(e);
     }
     let auth = Authenticator::new(&auth_config(hi)?)?;
-    let lock = crate::cli::take_lock(hi).map_err(|f| f.error)?;
+    let lock = crate::cli::take_lock(hi, shutdown).map_err(|f| f.error)?;
     let store = crate::store::open(hi.remote.as_ref(), &hi.cache_dir)?;
     let metrics = crate::metrics::install();
     let _enter = rt.enter();
@@ -103,6 +107,7 @@ pub fn run(
         audit.clone(),
         notifier.clone(),
         metrics,
+        shutdown.clone(),
     ));
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -114,24 +119,26 @@ pub fn run(
         if !state.auth.enabled() {
             tracing::warn!("no tokens configured ([serve] token_file): every caller may run tasks and clear the cache");
         }
-        accept_loop(listener, state.clone()).await;
-        // Let a run in progress finish before the lock goes.
-        if tokio::time::timeout(Duration::from_secs(60), state.run_lock.lock())
-            .await
-            .is_err()
-        {
-            tracing::warn!("a run was still going after 60 s; stopping anyway");
+        accept_loop(listener, state.clone(), shutdown).await;
+        // The run in progress is being stopped (its commands have the grace period): let it
+        // record its end before the lock goes.
+        tokio::select! {
+            _ = state.run_lock.lock() => {}
+            _ = tokio::time::sleep(GRACE + Duration::from_secs(5)) => {
+                tracing::warn!("a run was still stopping; exiting anyway");
+            }
         }
-        notifier.finish().await;
+        tokio::select! {
+            () = notifier.finish() => {}
+            () = shutdown.killed() => {}
+        }
         anyhow::Ok(())
     })?;
     drop(lock);
-    Ok(0)
+    Ok(shutdown.signal().map_or(0, |s| s.exit_code()))
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<State>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<State>, shutdown: &Shutdown) {
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
@@ -144,8 +151,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<State>) {
                     continue;
                 }
             },
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = shutdown.stopped() => break,
         };
         let st = state.clone();
         let svc = service_fn(move |req| {
@@ -167,5 +173,9 @@ async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<State>) {
         });
     }
     tracing::info!("shutting down: finishing in-flight requests");
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        () = shutdown.killed() => {}
+    }
 }

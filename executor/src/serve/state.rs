@@ -17,6 +17,7 @@ use crate::limits::Limits;
 use crate::messages::{Reporter, RunReport, Style};
 use crate::notify::{Notification, Notifier};
 use crate::runner::{RunObserver, RunOptions, Runner, TaskEvent};
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::workspace::Workspace;
 use cas_server::auth::Authenticator;
@@ -76,6 +77,8 @@ pub struct State {
     pub(super) tasks: Arc<Mutex<HashMap<String, TaskState>>>,
     /// `GET /config`.
     pub(super) config: Value,
+    /// Stops the run in progress (and any queued one) on SIGTERM/SIGINT.
+    shutdown: Shutdown,
 }
 
 fn now() -> u64 {
@@ -104,6 +107,7 @@ impl State {
         audit: Audit,
         notifier: Arc<Notifier>,
         metrics: Metrics,
+        shutdown: Shutdown,
     ) -> Self {
         let tasks = graph
             .tasks()
@@ -169,6 +173,7 @@ impl State {
             runs: Mutex::default(),
             tasks: Arc::new(Mutex::new(tasks)),
             config,
+            shutdown,
         }
     }
 
@@ -233,6 +238,7 @@ impl State {
             keep_going: self.keep_going,
             observers,
             limits: self.limits.clone(),
+            shutdown: self.shutdown.clone(),
         };
         let report = Runner::new(&self.graph, &self.ws, self.store.cas.clone(), opts, &reporter)
             .run(&selected)

@@ -2,7 +2,7 @@
 //! into FastCDC chunks (sizes in [`reprovm_sdk::snapshot`]), hashes them with BLAKE3 and hands
 //! them to the batching [`Uploader`]; each directory becomes a tree blob, the root's digest goes
 //! into a snapshot object, and the ref `snapshots/NAME/<timestamp>` is written last
-//! (`IfAbsent`), so a failed run leaves no snapshot behind.
+//! (`IfAbsent`), so a failed or interrupted run leaves no snapshot behind.
 //!
 //! Parent snapshot: the latest ref of NAME. A file whose size, mtime (ns) and inode equal its
 //! entry in the parent's tree reuses that entry's chunk list without being read; its chunks are
@@ -24,6 +24,7 @@ use reprovm_sdk::{CasError, CasExt, Digest, RefCondition};
 use super::report::{self, Progress};
 use super::upload::{Kind, Uploader};
 use super::{display_id, join_display, load_tree, resolve, Ctx, Usage};
+use crate::shutdown::Interrupted;
 
 struct Walker<'a> {
     ctx: &'a Ctx<'a>,
@@ -50,6 +51,7 @@ impl Walker<'_> {
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let mut entries = Vec::with_capacity(names.len());
         for name in names {
+            self.ctx.shutdown.check()?;
             let p = path.join(&name);
             if self.exclude.as_deref() == Some(p.as_path()) {
                 continue;
@@ -101,7 +103,7 @@ impl Walker<'_> {
         let tree = Tree::new(entries);
         let bytes = Bytes::from(tree.encode());
         let digest = Digest::of_blake3(&bytes);
-        self.ctx.rt.block_on(self.up.add(digest, Some(bytes), Kind::Tree))?;
+        self.ctx.block_on(self.up.add(digest, Some(bytes), Kind::Tree))?;
         Ok(digest)
     }
 
@@ -127,7 +129,7 @@ impl Walker<'_> {
             entry.size = p.size;
             entry.chunks = p.chunks.clone();
             for c in &p.chunks {
-                self.ctx.rt.block_on(self.up.add(c.digest, None, Kind::Chunk))?;
+                self.ctx.block_on(self.up.add(c.digest, None, Kind::Chunk))?;
             }
             self.progress.inc(md.len());
             return Ok(());
@@ -141,13 +143,14 @@ impl Walker<'_> {
         let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let mut size = 0u64;
         for chunk in StreamCDC::new(file, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
+            self.ctx.shutdown.check()?;
             let chunk = chunk.map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
             let data = Bytes::from(chunk.data);
             let digest = Digest::of_blake3(&data);
             let len = data.len() as u64;
             size += len;
             entry.chunks.push(ChunkRef { digest, size: len });
-            self.ctx.rt.block_on(self.up.add(digest, Some(data), Kind::Chunk))?;
+            self.ctx.block_on(self.up.add(digest, Some(data), Kind::Chunk))?;
             self.progress.inc(len);
         }
         // The size read, not the size stat'ed: a file growing while read is taken as read.
@@ -194,6 +197,7 @@ pub fn run(ctx: &Ctx, dir: &Path, name: &str, no_parent: bool, json: bool) -> an
         match resolve(ctx, name) {
             Ok(r) => Some(r),
             Err(e) if e.downcast_ref::<Usage>().is_some() => None, // first snapshot of this name
+            Err(e) if e.downcast_ref::<Interrupted>().is_some() => return Err(e.context("no snapshot saved")),
             Err(e) => {
                 ctx.out
                     .warn(&format!("parent snapshot unreadable, reading every file: {e:#}"));
@@ -220,15 +224,17 @@ pub fn run(ctx: &Ctx, dir: &Path, name: &str, no_parent: bool, json: bool) -> an
         progress: Progress::bytes(ctx.style, "Snapshotting"),
         exclude: std::fs::canonicalize(&ctx.cache_dir).ok(),
     };
-    let root = w.dir(&source, "", parent_root.as_ref())?;
+    let root = w.dir(&source, "", parent_root.as_ref()).context("no snapshot saved")?;
     let Walker {
         up,
         mut stats,
         progress,
         ..
     } = w;
-    let uploaded = ctx.rt.block_on(up.finish())?;
+    let uploaded = ctx.block_on(up.finish())?;
     progress.finish();
+    // The last chance to stop before the snapshot becomes visible.
+    ctx.shutdown.check().context("no snapshot saved")?;
     stats.chunks_uploaded = uploaded.chunks;
     stats.bytes_uploaded = uploaded.chunk_bytes;
     stats.trees_uploaded = uploaded.trees;
@@ -249,7 +255,6 @@ pub fn run(ctx: &Ctx, dir: &Path, name: &str, no_parent: bool, json: bool) -> an
         let at = Timestamp::now();
         snapshot.time = at.to_string();
         let digest = ctx
-            .rt
             .block_on(ctx.cas.put_bytes(Bytes::from(snapshot.encode())))
             .context("storing the snapshot object")?;
         let ref_name = fmt::ref_name(name, &at);

@@ -4,7 +4,9 @@
 //!
 //! The commands are plain synchronous code on the main thread that calls into the async store
 //! through `Runtime::block_on`; uploads, downloads and re-hashes run as spawned tasks so that
-//! disk and network overlap.
+//! disk and network overlap. `create` and `restore` look at the process's [`Shutdown`] between
+//! files and chunks: on SIGINT/SIGTERM they stop with an error (no ref written, a half-written
+//! file's temp file removed) and the process exits 130/143.
 //!
 //! ## Layout
 //! - [`args`]: the clap subcommands.
@@ -35,6 +37,7 @@ use tokio::runtime::Runtime;
 use crate::cli::hiargs::HiArgs;
 use crate::cli::{Failure, EXIT_FAILED, EXIT_USAGE};
 use crate::messages::Reporter;
+use crate::shutdown::{Interrupted, Shutdown};
 use crate::store;
 use args::SnapshotAction;
 
@@ -55,13 +58,36 @@ pub struct Ctx<'a> {
     pub style: crate::messages::Style,
     /// The cache dir: never snapshotted, even when it lies inside the directory.
     pub cache_dir: std::path::PathBuf,
+    /// Stop requests, looked at between files and chunks.
+    pub shutdown: Shutdown,
+}
+
+impl Ctx<'_> {
+    /// Runs `fut` on the runtime; a stop request (SIGINT/SIGTERM) abandons it with [`Interrupted`].
+    pub fn block_on<T, E: Into<anyhow::Error>>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, E>>,
+    ) -> anyhow::Result<T> {
+        self.rt.block_on(async {
+            tokio::select! {
+                r = fut => r.map_err(Into::into),
+                sig = self.shutdown.stopped() => Err(Interrupted(sig).into()),
+            }
+        })
+    }
 }
 
 /// Runs one `snapshot` subcommand; returns the exit code.
-pub fn run(hi: &HiArgs, action: SnapshotAction, rt: &Runtime, out: &Reporter) -> Result<u8, Failure> {
+pub fn run(
+    hi: &HiArgs,
+    action: SnapshotAction,
+    rt: &Runtime,
+    out: &Reporter,
+    shutdown: &Shutdown,
+) -> Result<u8, Failure> {
     // The embedded store is one RocksDB: take the cache dir's lock as a run does.
     let _lock = match hi.remote {
-        None => Some(crate::cli::take_lock(hi)?),
+        None => Some(crate::cli::take_lock(hi, shutdown)?),
         Some(_) => None,
     };
     let opened = store::open(hi.remote.as_ref(), &hi.cache_dir).map_err(crate::cli::store_failure)?;
@@ -72,6 +98,7 @@ pub fn run(hi: &HiArgs, action: SnapshotAction, rt: &Runtime, out: &Reporter) ->
         out,
         style: hi.style,
         cache_dir: hi.cache_dir.clone(),
+        shutdown: shutdown.clone(),
     };
     let result = match action {
         SnapshotAction::Create {
@@ -151,7 +178,6 @@ pub fn resolve(ctx: &Ctx, spec: &str) -> anyhow::Result<Resolved> {
     let ref_name = match at {
         Some(t) => fmt::ref_name(&name, &t),
         None => ctx
-            .rt
             .block_on(ctx.cas.ref_list(&fmt::ref_prefix(&name)))
             .context("listing snapshots")?
             .into_iter()
@@ -159,7 +185,6 @@ pub fn resolve(ctx: &Ctx, spec: &str) -> anyhow::Result<Resolved> {
             .ok_or_else(|| Usage(format!("no snapshot named {name:?} (see `reprovm snapshot list`)")))?,
     };
     let value = ctx
-        .rt
         .block_on(ctx.cas.ref_get(&ref_name))
         .with_context(|| format!("reading ref {ref_name}"))?
         .ok_or_else(|| {
@@ -180,7 +205,7 @@ pub fn resolve(ctx: &Ctx, spec: &str) -> anyhow::Result<Resolved> {
 
 /// Reads a small blob and checks that it hashes to its name.
 fn load_verified(ctx: &Ctx, digest: &Digest) -> anyhow::Result<bytes::Bytes> {
-    let bytes = ctx.rt.block_on(ctx.cas.get_bytes(digest))?;
+    let bytes = ctx.block_on(ctx.cas.get_bytes(digest))?;
     let actual = Digest::of_blake3(&bytes);
     anyhow::ensure!(
         actual == *digest,

@@ -115,6 +115,7 @@ impl Restorer<'_> {
             Err(_) => std::fs::create_dir(dest).with_context(|| format!("creating {}", dest.display()))?,
         }
         for child in &tree.entries {
+            self.ctx.shutdown.check()?;
             let name = child.name_bytes()?;
             self.entry(child, &dest.join(std::ffi::OsStr::from_bytes(&name)))?;
         }
@@ -144,12 +145,14 @@ impl Restorer<'_> {
         let mut file = std::fs::File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let cas = &self.ctx.cas;
         let progress = &self.progress;
+        let shutdown = &self.ctx.shutdown;
         let mut written = 0u64;
-        self.ctx.rt.block_on(async {
+        self.ctx.block_on(async {
             let mut chunks = futures::stream::iter(e.chunks.clone())
                 .map(|c| tokio::spawn(fetch(Arc::clone(cas), c)))
                 .buffered(FETCHES_IN_FLIGHT);
             while let Some(data) = chunks.next().await {
+                shutdown.check()?;
                 let data = data.context("fetch task")??;
                 file.write_all(&data)
                     .with_context(|| format!("writing {}", tmp.display()))?;
