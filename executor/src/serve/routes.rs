@@ -12,7 +12,7 @@ use reprovm_sdk::audit::EventKind;
 use serde_json::{json, Value};
 
 use super::State;
-use cas_server::auth::AuthError;
+use cas_server::auth::{Access, AuthError, Role};
 
 type Resp = Response<Full<Bytes>>;
 
@@ -28,18 +28,17 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp {
     json_resp(status, &json!({"error": code, "message": message.into()}))
 }
 
-/// The cas-server path whose role rule matches ours (read for GET, write for a run, admin for
-/// clearing the cache and reading the config; health, the UI and metrics as on cas-server).
-fn auth_path(method: &Method, path: &str) -> (Method, &'static str) {
+/// What a request needs: read for GET, write for a run, admin for clearing the cache and reading
+/// the config; health, the UI and metrics as on cas-server.
+fn access(method: &Method, path: &str) -> Access {
     match (method, path) {
-        (_, "/health") => (Method::GET, "/health"),
-        (_, "/metrics") | (_, "/metrics/json") => (Method::GET, "/metrics"),
-        (_, "/openapi.yaml") => (Method::GET, "/health"),
-        (_, p) if p == "/swagger-ui" || p.starts_with("/swagger-ui/") => (Method::GET, "/health"),
-        (_, "/config") => (Method::GET, "/v1/config"),
-        (&Method::DELETE, "/cache") => (Method::DELETE, "/v1/blobs/cache"),
-        (&Method::POST, "/tasks") => (Method::PUT, "/v1/ac/run"),
-        _ => (Method::GET, "/v1/ac/read"),
+        (_, "/health") | (_, "/openapi.yaml") => Access::Public,
+        (_, p) if cas_server::http::swagger::asset(p).is_some() => Access::Public,
+        (_, "/metrics") | (_, "/metrics/json") => Access::Metrics,
+        (_, "/config") | (&Method::DELETE, "/cache") => Access::Role(Role::Admin),
+        (&Method::POST, "/tasks") => Access::Role(Role::Write),
+        (&Method::GET, _) | (&Method::HEAD, _) => Access::Role(Role::Read),
+        _ => Access::Role(Role::Write),
     }
 }
 
@@ -47,8 +46,7 @@ fn auth_path(method: &Method, path: &str) -> (Method, &'static str) {
 pub async fn dispatch(st: &Arc<State>, req: Request<Incoming>) -> (&'static str, Resp) {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let (m, p) = auth_path(&method, &path);
-    let user = match st.auth.check(&m, p, req.headers()) {
+    let user = match st.auth.check(access(&method, &path), req.headers()) {
         Ok(principal) => principal.name,
         Err(e) => {
             let who = token_name_hint(req.headers());

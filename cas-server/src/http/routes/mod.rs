@@ -7,12 +7,16 @@
 //! | [`refs`] | `/v1/refs/{name}`, `/v1/refs?prefix=` |
 //! | [`ops`] | `/health`, `/ready`, `/metrics`, `/metrics/json`, `/v1/stats`, `/v1/config` |
 //! | [`admin`] | `/v1/admin/backups` |
+//!
+//! [`table`] resolves a path to its [`Route`] and says what each route needs;
+//! authorization is decided from that route, never from the raw path.
 
 pub mod ac;
 pub mod admin;
 pub mod blobs;
 pub mod ops;
 pub mod refs;
+pub mod table;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -21,6 +25,7 @@ use reprovm_sdk::digest::{Digest, HashKind};
 use super::body::Body;
 use super::error::ApiError;
 use super::server::AppState;
+pub use table::Route;
 
 /// Result of a handler.
 pub type HandlerResult = Result<Response<Body>, ApiError>;
@@ -34,9 +39,10 @@ pub async fn dispatch(
 ) -> (&'static str, Response<Body>) {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
+    let route = Route::resolve(&path);
     let principal = state
         .auth
-        .check_with_cert(req.method(), &path, req.headers(), cert_role);
+        .check_with_cert(route.access(&method), req.headers(), cert_role);
     let user = principal.as_ref().map_or("anonymous", |p| p.name.as_str()).to_string();
     // Every request counts against its IP's bucket, refused ones too; authenticated ones also against the token's.
     let token = principal
@@ -58,13 +64,16 @@ pub async fn dispatch(
         crate::audit::after_request(audit, &user, "auth", &method, &path, e.status.as_u16(), Some(e.code));
         return ("auth", e.into_response());
     }
-    let (route, result) = route(state, &path, req).await;
+    let result = match check_method(&route, &method) {
+        Ok(()) => handle(state, route, req).await,
+        Err(e) => Err(e),
+    };
     let (status, code) = match &result {
         Ok(r) => (r.status().as_u16(), None),
         Err(e) => (e.status.as_u16(), Some(e.code)),
     };
-    crate::audit::after_request(&state.audit, &user, route, &method, &path, status, code);
-    (route, result.unwrap_or_else(ApiError::into_response))
+    crate::audit::after_request(&state.audit, &user, route.label(), &method, &path, status, code);
+    (route.label(), result.unwrap_or_else(ApiError::into_response))
 }
 
 /// Reads a small refused body (≤ 64 KiB, at most a second) before answering,
@@ -86,106 +95,37 @@ fn parse_digest(kind: HashKind, s: &str) -> Result<Digest, ApiError> {
     Digest::parse_kind(kind, s).map_err(|e| ApiError::bad_request("invalid_digest", e.to_string()))
 }
 
-fn check_method(method: &Method, allowed: &[Method]) -> Result<(), ApiError> {
-    if allowed.contains(method) {
+fn check_method(route: &Route<'_>, method: &Method) -> Result<(), ApiError> {
+    let allowed = route.methods();
+    if allowed.is_empty() || allowed.contains(method) {
         return Ok(());
     }
     let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
     Err(ApiError::method_not_allowed(method, &allow))
 }
 
-/// Splits `…/cas/{hash}` or `…/ac/{hash}` (any prefix, as bazel-remote allows) into kind and hash.
-fn bazel_path(path: &str) -> Option<(&'static str, &str)> {
-    let (head, hash) = path.rsplit_once('/')?;
-    if head.ends_with("/cas") || head == "/cas" {
-        Some(("cas", hash))
-    } else if head.ends_with("/ac") || head == "/ac" {
-        Some(("ac", hash))
-    } else {
-        None
-    }
-}
-
-async fn route(state: &AppState, path: &str, req: Request<Incoming>) -> (&'static str, HandlerResult) {
-    use Method as M;
-    let method = req.method().clone();
-    let ro = [M::GET, M::HEAD];
-    macro_rules! guarded {
-        ($label:expr, $allowed:expr, $call:expr) => {
-            (
-                $label,
-                match check_method(&method, &$allowed) {
-                    Ok(()) => $call.await,
-                    Err(e) => Err(e),
-                },
-            )
-        };
-    }
-    if let Some((ctype, bytes)) = super::swagger::asset(path) {
-        return guarded!("swagger", ro, async {
-            Ok(Response::builder()
-                .header(http::header::CONTENT_TYPE, ctype)
-                .body(super::body::full(bytes::Bytes::from_static(bytes)))
-                .expect("valid"))
-        });
-    }
-    match path {
-        "/health" => return guarded!("health", ro, ops::health(state)),
-        "/ready" => return guarded!("ready", ro, ops::ready(state)),
-        "/metrics" => return guarded!("metrics", ro, ops::metrics(state)),
-        "/metrics/json" => return guarded!("metrics_json", ro, ops::metrics_json(state)),
-        "/v1/stats" => return guarded!("stats", ro, ops::stats(state)),
-        "/v1/config" => return guarded!("config", ro, ops::config(state)),
-        "/v1/blobs:missing" => return guarded!("blobs_missing", [M::POST], blobs::missing(state, req)),
-        "/v1/blobs:batch" => return guarded!("blobs_batch", [M::POST], blobs::batch(state, req)),
-        "/v1/refs" => return guarded!("refs", ro, refs::list(state, req)),
-        "/v1/admin/backups" => return guarded!("admin_backups", [M::GET, M::POST], admin::backups(state, req)),
-        _ => {}
-    }
-    if let Some(hash) = path.strip_prefix("/v1/blobs/") {
-        let allowed = [M::GET, M::HEAD, M::PUT, M::DELETE];
-        return guarded!("blobs", allowed, async {
-            let d = parse_digest(HashKind::Blake3, hash)?;
-            blobs::blob(state, d, req).await
-        });
-    }
-    if let Some(key) = path.strip_prefix("/v1/ac/") {
-        return guarded!("ac", [M::GET, M::HEAD, M::PUT], async {
-            let d = parse_digest(HashKind::Blake3, key)?;
-            ac::entry(state, d, req).await
-        });
-    }
-    if let Some(name) = path.strip_prefix("/v1/refs/") {
-        let name = name.to_string();
-        return guarded!(
-            "refs",
-            [M::GET, M::HEAD, M::PUT, M::DELETE],
-            refs::entry(state, &name, req)
-        );
-    }
-    match bazel_path(path) {
-        Some(("cas", hash)) => guarded!("bazel_cas", [M::GET, M::HEAD, M::PUT], async {
-            let d = parse_digest(HashKind::Sha256, hash)?;
-            blobs::blob(state, d, req).await
-        }),
-        Some((_, hash)) => guarded!("bazel_ac", [M::GET, M::HEAD, M::PUT], async {
-            let d = parse_digest(HashKind::Sha256, hash)?;
-            ac::entry(state, d, req).await
-        }),
-        None => ("unknown", Err(ApiError::no_route(path))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::bazel_path;
-
-    #[test]
-    fn bazel_prefixes() {
-        assert_eq!(bazel_path("/cas/abc"), Some(("cas", "abc")));
-        assert_eq!(bazel_path("/instance/x/cas/abc"), Some(("cas", "abc")));
-        assert_eq!(bazel_path("/ac/abc"), Some(("ac", "abc")));
-        assert_eq!(bazel_path("/cascade/abc"), None);
-        assert_eq!(bazel_path("/nothing"), None);
+/// Runs the handler of a resolved route (whose method and access are checked).
+async fn handle(state: &AppState, route: Route<'_>, req: Request<Incoming>) -> HandlerResult {
+    match route {
+        Route::Swagger(ctype, bytes) => Ok(Response::builder()
+            .header(http::header::CONTENT_TYPE, ctype)
+            .body(super::body::full(bytes::Bytes::from_static(bytes)))
+            .expect("valid")),
+        Route::Health => ops::health(state).await,
+        Route::Ready => ops::ready(state).await,
+        Route::Metrics => ops::metrics(state).await,
+        Route::MetricsJson => ops::metrics_json(state).await,
+        Route::Stats => ops::stats(state).await,
+        Route::Config => ops::config(state).await,
+        Route::BlobsMissing => blobs::missing(state, req).await,
+        Route::BlobsBatch => blobs::batch(state, req).await,
+        Route::RefsList => refs::list(state, req).await,
+        Route::AdminBackups => admin::backups(state, req).await,
+        Route::Blob(hash) => blobs::blob(state, parse_digest(HashKind::Blake3, hash)?, req).await,
+        Route::Ac(key) => ac::entry(state, parse_digest(HashKind::Blake3, key)?, req).await,
+        Route::Ref(name) => refs::entry(state, name, req).await,
+        Route::BazelCas(hash) => blobs::blob(state, parse_digest(HashKind::Sha256, hash)?, req).await,
+        Route::BazelAc(hash) => ac::entry(state, parse_digest(HashKind::Sha256, hash)?, req).await,
+        Route::Unknown => Err(ApiError::no_route(req.uri().path())),
     }
 }
