@@ -36,6 +36,7 @@ fn register_all() {
         "reprovm_remote_upload_failures_total",
         "reprovm_remote_downloads_total",
         "reprovm_remote_corrupt_total",
+        "reprovm_remote_read_failures_total",
         "reprovm_evictions_total",
         "reprovm_evicted_bytes_total",
     ] {

@@ -229,3 +229,33 @@ fn curl_verbose(ca: &str, url: &str) -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// `max_size_hard_limit` holds for uploads whose size is not declared (chunked, no Content-Length).
+#[tokio::test]
+async fn hard_limit_holds_for_chunked_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"), &[("CAS_MAX_SIZE_HARD_LIMIT", "1MiB")]);
+    let put_chunked = |data: Vec<u8>| {
+        let d = Digest::of_blake3(&data).to_hex();
+        let file = dir.path().join(&d);
+        std::fs::write(&file, &data).unwrap();
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+            .args(["-H", "Transfer-Encoding: chunked", "--data-binary"])
+            .arg(format!("@{}", file.display()))
+            .arg(format!("{}/v1/blobs/{d}", s.url()))
+            .output()
+            .unwrap();
+        (d, String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let (big, code) = put_chunked(common::noise(1, 3 << 20));
+    assert_eq!(code, "507", "a chunked upload past the hard limit");
+    let (st, _, _) = req(&s, "HEAD", &format!("/v1/blobs/{big}"), &[], "").await;
+    assert_eq!(st, 404, "nothing of it is stored");
+    let (small, code) = put_chunked(common::noise(2, 512 << 10));
+    assert_eq!(code, "201", "a chunked upload within the limit");
+    let (st, _, _) = req(&s, "HEAD", &format!("/v1/blobs/{small}"), &[], "").await;
+    assert_eq!(st, 200);
+    let (_, code) = put_chunked(common::noise(3, 768 << 10));
+    assert_eq!(code, "507", "the limit counts what is stored");
+}

@@ -169,3 +169,57 @@ fn verify_refuses_a_store_in_use() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("is a server running on it?"), "{stderr}");
 }
+
+/// A meta record with a piece size of 0 (it used to divide by zero): the store opens, the blob
+/// reads as corrupt (500), other blobs are served, `verify` reports it and `--repair` removes it.
+#[tokio::test]
+async fn a_corrupt_meta_record_is_an_error_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (bad, good) = (Bytes::from(noise(7, 3 << 20)), Bytes::from(noise(8, 5000)));
+    let (bad_d, good_d) = (Digest::of_blake3(&bad), Digest::of_blake3(&good));
+    {
+        let s = Server::start(&data_dir, &[]);
+        let c = HttpCas::new(s.url()).unwrap();
+        c.put_bytes(bad.clone()).await.unwrap();
+        c.put_bytes(good.clone()).await.unwrap();
+        assert_eq!(s.terminate(), Some(0));
+    }
+    {
+        let store = cas_server::RocksStore::open(&data_dir, Default::default()).unwrap();
+        let db = store.db();
+        let cf = db.cf_handle("meta").unwrap();
+        let mut key = vec![bad_d.kind().tag()];
+        key.extend_from_slice(bad_d.as_bytes());
+        let mut record = db.get_cf(&cf, &key).unwrap().expect("meta record");
+        record[9..13].copy_from_slice(&0u32.to_be_bytes()); // piece_size = 0
+        db.put_cf(&cf, &key, &record).unwrap();
+        store.flush().unwrap();
+    }
+    let s = Server::start(&data_dir, &[]);
+    let (st, _, body) = req(&s, "GET", &format!("/v1/blobs/{bad_d}"), &[], "").await;
+    assert_eq!((st, error_code(&body).as_str()), (500, "corrupt"));
+    let (st, _, _) = req(&s, "HEAD", &format!("/v1/blobs/{bad_d}"), &[], "").await;
+    assert_eq!(st, 500);
+    let (st, _, body) = req(&s, "GET", &format!("/v1/blobs/{good_d}"), &[], "").await;
+    assert_eq!((st, body), (200, good.clone()), "the other blob is served");
+    assert_eq!(req(&s, "GET", "/health", &[], "").await.0, 200, "the server is alive");
+    assert_eq!(s.terminate(), Some(0));
+
+    let (code, out) = verify(&data_dir, false);
+    assert_ne!(code, 0, "verify reports the corrupt record");
+    assert!(out.contains(&bad_d.to_hex()), "{out}");
+    let (code, _) = verify(&data_dir, true);
+    assert_ne!(code, 0, "repair still reports what it found");
+    let (code, out) = verify(&data_dir, false);
+    assert_eq!(code, 0, "after repair the store verifies: {out}");
+    let s = Server::start(&data_dir, &[]);
+    assert_eq!(
+        req(&s, "GET", &format!("/v1/blobs/{bad_d}"), &[], "").await.0,
+        404,
+        "absent now"
+    );
+    let c = HttpCas::new(s.url()).unwrap();
+    c.put_bytes(bad.clone()).await.unwrap();
+    assert_eq!(c.get_bytes(&bad_d).await.unwrap(), bad, "and heals with a PUT");
+}

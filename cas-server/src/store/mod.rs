@@ -128,21 +128,20 @@ pub fn spawn_background(config: &Config, stores: &Stores) {
     if let Some(max) = config.max_size {
         let local = stores.local.clone();
         tokio::spawn(async move {
+            let mut pacer = evict::EvictionPacer::new(max.0);
+            let stored = |l: &RocksStore| l.counters().logical_bytes.load(std::sync::atomic::Ordering::Relaxed);
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
+                if !pacer.should_run(stored(&local)) {
+                    continue;
+                }
                 let l = local.clone();
                 // Evict down to 90% so that eviction runs in batches, not per upload.
-                let r = tokio::task::spawn_blocking(move || {
-                    if l.counters().logical_bytes.load(std::sync::atomic::Ordering::Relaxed) > max.0 {
-                        l.evict_to(max.0 / 10 * 9)
-                    } else {
-                        Ok((0, 0))
-                    }
-                })
-                .await;
+                let r = tokio::task::spawn_blocking(move || l.evict_to(max.0 / 10 * 9)).await;
                 if let Ok(Err(e)) = r {
                     tracing::error!(error = %e, "eviction failed");
                 }
+                pacer.ran(stored(&local));
             }
         });
     }

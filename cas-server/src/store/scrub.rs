@@ -17,7 +17,7 @@ use reprovm_sdk::error::Result;
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::Serialize;
 
-use super::rocks::{db_err, digest_of_key, meta_key, now_secs, BlobMeta, RocksStore, CF_QUARANTINE};
+use super::rocks::{db_err, digest_of_key, meta_key, now_secs, BlobMeta, RocksStore, CF_META, CF_QUARANTINE};
 
 /// What a scrub found and did.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -61,8 +61,19 @@ impl RocksStore {
     /// Memory stays at one piece plus the list of corrupt digests.
     pub fn scrub(&self, repair: bool) -> Result<ScrubReport> {
         let mut report = ScrubReport::default();
-        for item in self.list_blobs() {
-            let (digest, meta) = item?;
+        for item in self.db().iterator_cf(self.cf(CF_META), IteratorMode::Start) {
+            let (k, v) = item.map_err(db_err)?;
+            let Some(digest) = digest_of_key(&k) else { continue };
+            let meta = match BlobMeta::decode(&v) {
+                Ok(meta) => meta,
+                Err(e) => {
+                    // A record that cannot be read is a corrupt blob, not the end of the scrub.
+                    tracing::error!(%digest, error = %e, "stored blob has a corrupt meta record");
+                    report.blobs += 1;
+                    report.corrupt.push((digest, e.to_string()));
+                    continue;
+                }
+            };
             report.blobs += 1;
             report.bytes += meta.size;
             if let Some(why) = self.verify_blob(&digest, &meta) {
@@ -94,10 +105,10 @@ impl RocksStore {
     /// Takes a blob out of service: records it in `quarantine`, then deletes
     /// its meta record and pieces. Returns whether it was stored.
     pub fn quarantine(&self, digest: &Digest) -> Result<bool> {
-        let Some(meta) = self.meta(digest)? else {
+        // The record as stored (it may be the corrupt part).
+        let Some(mut record) = self.db().get_cf(self.cf(CF_META), meta_key(digest)).map_err(db_err)? else {
             return Ok(false);
         };
-        let mut record = meta.encode().to_vec();
         record.extend_from_slice(&now_secs().to_be_bytes());
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_QUARANTINE), meta_key(digest), record);

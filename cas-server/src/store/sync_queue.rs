@@ -8,10 +8,15 @@
 //! it; failures leave the entry for a later retry. Digests that the remote
 //! is known to hold go to `remote_known`, which lets `find_missing` and
 //! eviction skip asking the remote.
+//!
+//! The queue's length is kept in memory (counted once at open, then changed
+//! with each insert or removal under the item's commit lock), so metrics and
+//! `/ready` never walk the queue.
 
 use reprovm_sdk::digest::{Digest, HashKind, DIGEST_LEN};
 use reprovm_sdk::error::{CasError, Result};
 use rocksdb::{IteratorMode, WriteBatch};
+use std::sync::atomic::Ordering;
 
 use super::rocks::{db_err, meta_key, now_secs, RocksStore, CF_META, CF_REMOTE, CF_SYNC};
 
@@ -61,6 +66,13 @@ impl SyncItem {
             Self::Action(d) => ac_key(d),
         }
     }
+
+    /// The digest whose commit lock guards this item's queue entry.
+    pub(crate) fn digest(&self) -> &Digest {
+        match self {
+            Self::Blob(d) | Self::Action(d) => d,
+        }
+    }
 }
 
 impl RocksStore {
@@ -80,9 +92,51 @@ impl RocksStore {
         Ok(out)
     }
 
-    /// Number of queued items.
+    /// Number of queued items (kept in memory; no walk of the queue).
     pub fn sync_backlog(&self) -> u64 {
-        self.db().iterator_cf(self.cf(CF_SYNC), IteratorMode::Start).count() as u64
+        self.sync_backlog_counter().load(Ordering::Relaxed)
+    }
+
+    /// Counts the queue (once, when the store opens).
+    pub(crate) fn count_sync_queue(&self) -> Result<u64> {
+        let mut n = 0;
+        for entry in self.db().iterator_cf(self.cf(CF_SYNC), IteratorMode::Start) {
+            entry.map_err(db_err)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Adds `item` to `batch` unless it is queued already; returns whether it is new. The caller
+    /// holds the item's commit lock, and calls [`RocksStore::sync_counted`] once the batch is written.
+    pub(crate) fn sync_queue_in(&self, batch: &mut WriteBatch, item: &SyncItem) -> Result<bool> {
+        let queued = self.sync_is_pending(item)?;
+        if !queued {
+            batch.put_cf(self.cf(CF_SYNC), item.key(), now_secs().to_be_bytes());
+        }
+        Ok(!queued)
+    }
+
+    /// Adds the removal of `item` to `batch`; returns whether it was queued (same rules as
+    /// [`RocksStore::sync_queue_in`]).
+    pub(crate) fn sync_remove_in(&self, batch: &mut WriteBatch, item: &SyncItem) -> Result<bool> {
+        let queued = self.sync_is_pending(item)?;
+        if queued {
+            batch.delete_cf(self.cf(CF_SYNC), item.key());
+        }
+        Ok(queued)
+    }
+
+    /// Applies the queue-length changes of a written batch.
+    pub(crate) fn sync_counted(&self, added: bool, removed: bool) {
+        let c = self.sync_backlog_counter();
+        if added {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        if removed {
+            // Never below zero, even if a count was off.
+            let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+        }
     }
 
     /// Whether an item is still queued.
@@ -94,21 +148,33 @@ impl RocksStore {
             .is_some())
     }
 
-    /// Removes a copied item from the queue (and remembers that the remote has the blob).
-    pub fn sync_done(&self, item: &SyncItem) -> Result<()> {
+    /// Removes a handled item from the queue; `remote_has` says whether the remote holds it now
+    /// (only then is a blob remembered as there: an item deleted before its upload is not).
+    pub fn sync_done(&self, item: &SyncItem, remote_has: bool) -> Result<()> {
+        let _g = self.lock_for(item.digest());
         let mut batch = WriteBatch::default();
-        batch.delete_cf(self.cf(CF_SYNC), item.key());
-        if let SyncItem::Blob(d) = item {
+        let removed = self.sync_remove_in(&mut batch, item)?;
+        if let (SyncItem::Blob(d), true) = (item, remote_has) {
             batch.put_cf(self.cf(CF_REMOTE), meta_key(d), now_secs().to_be_bytes());
         }
-        self.db().write_opt(batch, &self.write_opts(false)).map_err(db_err)
+        self.db().write_opt(batch, &self.write_opts(false)).map_err(db_err)?;
+        self.sync_counted(false, removed);
+        Ok(())
     }
 
     /// Queues an item (for `sync push` of blobs stored before a remote was configured).
     pub fn sync_enqueue(&self, item: &SyncItem) -> Result<()> {
-        self.db()
-            .put_cf(self.cf(CF_SYNC), item.key(), now_secs().to_be_bytes())
-            .map_err(db_err)
+        let _g = self.lock_for(item.digest());
+        let mut batch = WriteBatch::default();
+        let added = self.sync_queue_in(&mut batch, item)?;
+        self.db().write(batch).map_err(db_err)?;
+        self.sync_counted(added, false);
+        Ok(())
+    }
+
+    /// Forgets that the remote holds a blob (it was deleted there).
+    pub fn forget_remote(&self, d: &Digest) -> Result<()> {
+        self.db().delete_cf(self.cf(CF_REMOTE), meta_key(d)).map_err(db_err)
     }
 
     /// Remembers that the remote holds a blob.

@@ -89,7 +89,13 @@ pub struct TieredStore {
     wake: Notify,
     /// Remote health, for `/ready` and `/v1/stats`.
     pub status: RemoteStatus,
+    /// After a remote error, reads skip the remote until then (so that an outage costs one
+    /// request the remote's retries, not every request).
+    skip_remote_until: Mutex<Option<Instant>>,
 }
+
+/// How long reads skip the remote after it failed one.
+const REMOTE_BACKOFF: Duration = Duration::from_secs(5);
 
 fn is_not_found(e: &CasError) -> bool {
     matches!(e, CasError::NotFound { .. })
@@ -108,6 +114,7 @@ impl TieredStore {
                 reachable: AtomicBool::new(true),
                 ..RemoteStatus::default()
             },
+            skip_remote_until: Mutex::new(None),
         })
     }
 
@@ -137,25 +144,31 @@ impl TieredStore {
     pub async fn push_item(&self, item: SyncItem) -> Result<()> {
         let start = Instant::now();
         let result = async {
-            match item {
+            // Whether the remote holds the item now; only then is it remembered as there.
+            let remote_has = match item {
                 SyncItem::Blob(d) => {
-                    if self.remote.stat(&d).await?.is_none() {
+                    if self.remote.stat(&d).await?.is_some() {
+                        true
+                    } else {
                         match self.local.get(&d, None).await {
                             Ok(blob) => {
                                 self.remote.put(&d, Some(blob.size), blob.body).await?;
+                                true
                             }
-                            Err(e) if is_not_found(&e) => {} // deleted locally since: nothing to copy
+                            Err(e) if is_not_found(&e) => false, // deleted locally since: nothing to copy
                             Err(e) => return Err(e),
                         }
                     }
                 }
-                SyncItem::Action(k) => {
-                    if let Some(v) = self.local.ac_get(&k).await? {
+                SyncItem::Action(k) => match self.local.ac_get(&k).await? {
+                    Some(v) => {
                         self.remote.ac_put(&k, v).await?;
+                        true
                     }
-                }
-            }
-            self.blocking(move |l| l.sync_done(&item)).await
+                    None => false,
+                },
+            };
+            self.blocking(move |l| l.sync_done(&item, remote_has)).await
         }
         .await;
         histogram!("reprovm_remote_upload_duration_seconds").record(start.elapsed().as_secs_f64());
@@ -241,14 +254,10 @@ impl TieredStore {
             return Ok(()); // another reader fetched it while we waited
         }
         let start = Instant::now();
+        self.remote_usable()?;
         let blob = match self.remote.get(d, None).await {
             Ok(b) => b,
-            Err(e) => {
-                if !is_not_found(&e) {
-                    self.status.record(&Err(CasError::Unavailable(e.to_string())));
-                }
-                return Err(e);
-            }
+            Err(e) => return Err(self.remote_failed(e)),
         };
         match self.local.put(d, Some(blob.size), blob.body).await {
             Ok(_) => {}
@@ -262,11 +271,53 @@ impl TieredStore {
             Err(e) => return Err(e),
         }
         let item = SyncItem::Blob(*d);
-        self.blocking(move |l| l.sync_done(&item)).await?;
+        self.blocking(move |l| l.sync_done(&item, true)).await?;
         self.status.downloads.fetch_add(1, Ordering::Relaxed);
         counter!("reprovm_remote_downloads_total").increment(1);
         histogram!("reprovm_remote_download_duration_seconds").record(start.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// `Err(Unavailable)` while reads skip the remote after an error.
+    fn remote_usable(&self) -> Result<()> {
+        let until = *self.skip_remote_until.lock().unwrap_or_else(|p| p.into_inner());
+        match until {
+            Some(t) if Instant::now() < t => Err(CasError::Unavailable(format!(
+                "the remote tier failed recently ({}); retrying it shortly",
+                self.status.last_error().unwrap_or_default()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Notes a failed exchange with the remote (not-found is not a failure); returns the error.
+    fn remote_failed(&self, e: CasError) -> CasError {
+        if !is_not_found(&e) {
+            self.status.record(&Err(CasError::Unavailable(e.to_string())));
+            *self.skip_remote_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + REMOTE_BACKOFF);
+            counter!("reprovm_remote_read_failures_total").increment(1);
+            tracing::warn!(error = %e, "remote tier unavailable; answering from the local tier");
+        }
+        e
+    }
+
+    /// Asks the remote for `call`'s answer; when it is down, `degraded` stands in (an answer the
+    /// local tier can give that never claims more than it knows).
+    async fn ask_remote<T, F>(&self, call: F, degraded: T) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        if self.remote_usable().is_err() {
+            return Ok(degraded);
+        }
+        match call.await {
+            Ok(v) => Ok(v),
+            Err(e) if is_not_found(&e) => Err(e),
+            Err(e) => {
+                self.remote_failed(e);
+                Ok(degraded)
+            }
+        }
     }
 
     fn refs(&self) -> &dyn Cas {
@@ -296,13 +347,15 @@ impl Cas for TieredStore {
         if ask.is_empty() {
             return Ok(ask);
         }
-        self.remote.find_missing(&ask).await
+        // Remote down: what it might hold is unknown, so it is reported missing (a client then
+        // uploads, which the local tier accepts), never present.
+        self.ask_remote(self.remote.find_missing(&ask), ask.clone()).await
     }
 
     async fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
         match self.local.stat(digest).await? {
             Some(info) => Ok(Some(info)),
-            None => self.remote.stat(digest).await,
+            None => self.ask_remote(self.remote.stat(digest), None).await,
         }
     }
 
@@ -334,11 +387,13 @@ impl Cas for TieredStore {
 
     async fn delete(&self, digest: &Digest) -> Result<bool> {
         let local = self.local.delete(digest).await?;
-        let remote = if self.mode == RemoteMode::ReadOnly {
-            false
-        } else {
-            self.remote.delete(digest).await?
-        };
+        if self.mode == RemoteMode::ReadOnly {
+            return Ok(local);
+        }
+        let remote = self.remote.delete(digest).await?;
+        // The remote no longer has it: `find_missing` must not trust the old record.
+        let d = *digest;
+        self.blocking(move |l| l.forget_remote(&d)).await?;
         Ok(local || remote)
     }
 
@@ -346,13 +401,14 @@ impl Cas for TieredStore {
         if let Some(v) = self.local.ac_get(key).await? {
             return Ok(Some(v));
         }
-        let Some(v) = self.remote.ac_get(key).await? else {
+        // Remote down: a cache miss, as for any entry the local tier lacks.
+        let Some(v) = self.ask_remote(self.remote.ac_get(key), None).await? else {
             return Ok(None);
         };
         let (k, v2) = (*key, v.clone());
         self.blocking(move |l| {
             l.ac_put_sync(&k, &v2)?;
-            l.sync_done(&SyncItem::Action(k))
+            l.sync_done(&SyncItem::Action(k), true)
         })
         .await?;
         Ok(Some(v))

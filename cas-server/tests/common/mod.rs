@@ -2,6 +2,8 @@
 //! and talks HTTP to it over real sockets.
 #![allow(dead_code)]
 
+pub mod remote;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -5,7 +5,7 @@
 use futures::{StreamExt, TryStreamExt};
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use reprovm_sdk::cas::{bytes_stream, ByteStream, PutOutcome};
+use reprovm_sdk::cas::{bytes_stream, ByteStream, Cas, PutOutcome};
 use reprovm_sdk::codec::{decode_stream, encode_stream};
 use reprovm_sdk::digest::Digest;
 use reprovm_sdk::error::CasError;
@@ -172,8 +172,9 @@ async fn put(state: &AppState, digest: Digest, req: Request<Incoming>) -> Handle
         return Err(CasError::TooLarge { size: n, limit }.into());
     }
     let expects_continue = header_str(headers, header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-    if expects_continue && state.store.stat(&digest).await?.is_some() {
-        // The client waits for our go-ahead: tell it we have the blob instead.
+    // The client waits for our go-ahead: when we have the blob, say so instead. Asked of the
+    // local tier only: a remote outage must never hold up or fail an upload the local tier takes.
+    if expects_continue && state.local.stat(&digest).await?.is_some() {
         return Ok(Response::builder()
             .status(StatusCode::OK)
             .header(header::ETAG, etag(&digest))

@@ -3,6 +3,8 @@
 use super::*;
 
 const META_VERSION: u8 = 1;
+/// The data id of a blob without pieces (the empty blob); no upload is given it.
+pub(crate) const NO_DATA: u64 = 0;
 const META_LEN: usize = 1 + 8 + 4 + 8 + 8;
 
 /// What the meta record of a blob says.
@@ -38,12 +40,28 @@ impl BlobMeta {
             )));
         }
         let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        Ok(Self {
+        let meta = Self {
             size: u64_at(1),
             piece_size: u32::from_be_bytes(b[9..13].try_into().expect("4 bytes")),
             data_id: u64_at(13),
             stored_at: u64_at(21),
-        })
+        };
+        if meta.piece_size == 0 {
+            return Err(CasError::Corrupt("meta record with a piece size of 0".into()));
+        }
+        if meta.size > 0 && meta.data_id == NO_DATA {
+            return Err(CasError::Corrupt(format!(
+                "meta record of a {}-byte blob without a data id",
+                meta.size
+            )));
+        }
+        if meta.size.div_ceil(u64::from(meta.piece_size)) > u64::from(u32::MAX) {
+            return Err(CasError::Corrupt(format!(
+                "meta record of {} bytes in pieces of {}: too many pieces",
+                meta.size, meta.piece_size
+            )));
+        }
+        Ok(meta)
     }
 
     /// Number of pieces.
@@ -54,5 +72,33 @@ impl BlobMeta {
     pub(super) fn piece_len(&self, idx: u32) -> usize {
         let start = u64::from(idx) * u64::from(self.piece_size);
         (self.size - start).min(u64::from(self.piece_size)) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(size: u64, piece_size: u32, data_id: u64) -> [u8; META_LEN] {
+        BlobMeta {
+            size,
+            piece_size,
+            data_id,
+            stored_at: 1,
+        }
+        .encode()
+    }
+
+    #[test]
+    fn corrupt_records_are_errors_not_panics() {
+        assert!(BlobMeta::decode(&record(10, 0, 1)).is_err(), "piece size 0");
+        assert!(
+            BlobMeta::decode(&record(10, 1 << 20, NO_DATA)).is_err(),
+            "data without an id"
+        );
+        assert!(BlobMeta::decode(&record(u64::MAX, 1, 1)).is_err(), "too many pieces");
+        let empty = BlobMeta::decode(&record(0, 1 << 20, NO_DATA)).unwrap();
+        assert_eq!(empty.pieces(), 0);
+        assert_eq!(BlobMeta::decode(&record(3 << 20, 1 << 20, 7)).unwrap().pieces(), 3);
     }
 }

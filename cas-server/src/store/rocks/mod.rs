@@ -29,6 +29,7 @@ mod read;
 mod write;
 
 pub use meta::BlobMeta;
+use meta::NO_DATA;
 pub use read::OpenedBlob;
 
 use std::io::Read;
@@ -59,6 +60,11 @@ pub(super) const CF_REMOTE: &str = "remote_known";
 pub(super) const CF_ATIME: &str = "atime";
 /// Blobs that `cas-server verify --repair` found corrupt and took out of service (see `scrub.rs`).
 pub(super) const CF_QUARANTINE: &str = "quarantine";
+/// Key (in the default column family) of the data-id lease: every id below it may have been
+/// handed out, so none below it is ever issued again, across restarts.
+const DATA_ID_LEASE_KEY: &[u8] = b"data_id_lease";
+/// Data ids leased per durable write of the lease.
+const DATA_ID_LEASE: u64 = 1 << 16;
 /// Access times gathered in memory before one batch write.
 const ATIME_BATCH: usize = 4096;
 /// Size of the block cache shared by all column families.
@@ -127,7 +133,11 @@ struct Inner {
     db: DB,
     path: PathBuf,
     opts: StoreOptions,
+    /// The next data id to hand out (ids start at 1; 0 means "no data", the empty blob's).
     next_data_id: AtomicU64,
+    /// Ids below this are covered by the durable lease; taking the lock extends it.
+    leased_data_id: AtomicU64,
+    lease_lock: Mutex<()>,
     /// Serializes the final existence check and commit of uploads of the same
     /// digest (striped by the digest's first byte). Held only for the commit.
     commit_locks: Vec<Mutex<()>>,
@@ -138,6 +148,8 @@ struct Inner {
     /// Access times not yet written (see `touch`).
     pending_atime: Mutex<std::collections::HashMap<[u8; DIGEST_LEN + 1], u64>>,
     counters: StoreCounters,
+    /// Length of the sync queue (see `sync_queue.rs`).
+    sync_backlog: AtomicU64,
 }
 
 /// The embedded RocksDB blob store. Cheap to clone.
@@ -248,11 +260,14 @@ impl RocksStore {
                 path,
                 opts,
                 next_data_id: AtomicU64::new(0),
+                leased_data_id: AtomicU64::new(0),
+                lease_lock: Mutex::new(()),
                 commit_locks: (0..64).map(|_| Mutex::new(())).collect(),
                 refs_lock: Mutex::new(()),
                 free_space_cache: Mutex::new((None, 0)),
                 pending_atime: Mutex::default(),
                 counters: StoreCounters::default(),
+                sync_backlog: AtomicU64::new(0),
             }),
         };
         store.recover()?;
@@ -286,23 +301,82 @@ impl RocksStore {
         if abandoned > 0 {
             tracing::warn!(abandoned, "removed pieces of uploads interrupted by a crash");
         }
-        let last_id = db
+        // Data ids are never issued twice: start past the durable lease, past every piece on disk,
+        // and past every meta record (stores written before the lease existed gave the empty
+        // blob an id without pieces, which a restart could then hand out again).
+        let last_piece_id = db
             .iterator_cf(&data, IteratorMode::End)
             .next()
             .transpose()
             .map_err(db_err)?
             .and_then(|(k, _)| k.get(..8).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes"))));
-        self.inner
-            .next_data_id
-            .store(last_id.map_or(1, |id| id + 1), Ordering::SeqCst);
-        let (mut blobs, mut bytes) = (0, 0);
+        let leased = db
+            .get_cf(&self.cf(rocksdb::DEFAULT_COLUMN_FAMILY_NAME), DATA_ID_LEASE_KEY)
+            .map_err(db_err)?
+            .map(|v| {
+                v.as_slice()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| CasError::Corrupt("data id lease".into()))
+            })
+            .transpose()?;
+        let (mut blobs, mut bytes, mut last_meta_id, mut unreadable) = (0, 0, 0, 0u64);
         for item in db.iterator_cf(&self.cf(CF_META), IteratorMode::Start) {
             let (_, v) = item.map_err(db_err)?;
+            // A corrupt record must not keep the store from opening: reads of that blob fail
+            // (500 `corrupt`) and `cas-server verify` reports it.
+            let Ok(meta) = BlobMeta::decode(&v) else {
+                unreadable += 1;
+                continue;
+            };
             blobs += 1;
-            bytes += BlobMeta::decode(&v)?.size;
+            bytes += meta.size;
+            last_meta_id = last_meta_id.max(meta.data_id);
         }
+        if unreadable > 0 {
+            tracing::error!(unreadable, "meta records that cannot be read; run `cas-server verify`");
+        }
+        let next = [
+            leased.unwrap_or(1),
+            last_piece_id.map_or(1, |id| id + 1),
+            last_meta_id + 1,
+            1,
+        ]
+        .into_iter()
+        .max()
+        .expect("non-empty");
+        self.inner.next_data_id.store(next, Ordering::SeqCst);
+        self.extend_lease(next)?;
         self.inner.counters.blobs.store(blobs, Ordering::Relaxed);
         self.inner.counters.logical_bytes.store(bytes, Ordering::Relaxed);
+        self.inner
+            .sync_backlog
+            .store(self.count_sync_queue()?, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Hands out a data id that no blob, live or deleted, has had.
+    pub(super) fn allocate_data_id(&self) -> Result<u64> {
+        let id = self.inner.next_data_id.fetch_add(1, Ordering::SeqCst);
+        if id >= self.inner.leased_data_id.load(Ordering::SeqCst) {
+            self.extend_lease(id + 1)?;
+        }
+        Ok(id)
+    }
+
+    /// Makes the durable lease cover every id below `needed` (and the next [`DATA_ID_LEASE`]).
+    fn extend_lease(&self, needed: u64) -> Result<()> {
+        let _g = self.inner.lease_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if needed <= self.inner.leased_data_id.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let lease = needed + DATA_ID_LEASE;
+        let default = self.cf(rocksdb::DEFAULT_COLUMN_FAMILY_NAME);
+        self.inner
+            .db
+            .put_cf_opt(&default, DATA_ID_LEASE_KEY, lease.to_be_bytes(), &self.write_opts(true))
+            .map_err(db_err)?;
+        self.inner.leased_data_id.store(lease, Ordering::SeqCst);
         Ok(())
     }
 
@@ -403,7 +477,13 @@ impl RocksStore {
         w
     }
 
-    fn lock_for(&self, digest: &Digest) -> std::sync::MutexGuard<'_, ()> {
+    /// The queue-length counter (kept by `sync_queue.rs`).
+    pub(crate) fn sync_backlog_counter(&self) -> &AtomicU64 {
+        &self.inner.sync_backlog
+    }
+
+    /// The commit lock of a digest: held to check and change what is stored under it.
+    pub(crate) fn lock_for(&self, digest: &Digest) -> std::sync::MutexGuard<'_, ()> {
         let i = digest.as_bytes()[0] as usize % self.inner.commit_locks.len();
         self.inner.commit_locks[i].lock().unwrap_or_else(|p| p.into_inner())
     }

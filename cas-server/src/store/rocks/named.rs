@@ -17,17 +17,15 @@ impl RocksStore {
                 limit: MAX_AC_VALUE as u64,
             });
         }
+        let _g = self.lock_for(key);
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_AC), meta_key(key), value);
-        if self.inner.opts.track_sync {
-            batch.put_cf(
-                self.cf(CF_SYNC),
-                crate::store::sync_queue::ac_key(key),
-                now_secs().to_be_bytes(),
-            );
-        }
+        let queued = self.inner.opts.track_sync
+            && self.sync_queue_in(&mut batch, &crate::store::sync_queue::SyncItem::Action(*key))?;
         let w = self.write_opts(self.inner.opts.sync_writes);
-        self.inner.db.write_opt(batch, &w).map_err(db_err)
+        self.inner.db.write_opt(batch, &w).map_err(db_err)?;
+        self.sync_counted(queued, false);
+        Ok(())
     }
 
     /// Every action-cache entry (key and value), in key order: what `reprovm cache gc` keeps

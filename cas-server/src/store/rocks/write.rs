@@ -1,6 +1,7 @@
 //! Writes: verified uploads in bounded pieces, atomic commit, cleanup of failed uploads, deletes.
 
 use super::*;
+use crate::store::sync_queue::SyncItem;
 
 impl RocksStore {
     /// Refuses an upload of `incoming` bytes when the filesystem would drop
@@ -29,6 +30,30 @@ impl RocksStore {
         Ok(())
     }
 
+    /// Whether a readable blob is stored under `digest`. A corrupt meta record does not count:
+    /// an upload of the right bytes replaces it (and so heals the blob).
+    fn holds_readable(&self, digest: &Digest) -> Result<bool> {
+        match self.meta(digest) {
+            Ok(m) => Ok(m.is_some()),
+            Err(CasError::Corrupt(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Refuses (507) an upload of `incoming` bytes that would take the store past `max_size_hard_limit`.
+    fn check_hard_limit(&self, incoming: u64) -> Result<()> {
+        let Some(limit) = self.inner.opts.hard_limit else {
+            return Ok(());
+        };
+        let stored = self.inner.counters.logical_bytes.load(Ordering::Relaxed);
+        if stored.saturating_add(incoming) > limit {
+            return Err(CasError::InsufficientStorage(format!(
+                "the store holds {stored} bytes; this upload of {incoming} bytes would pass max_size_hard_limit ({limit} bytes)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Stores the bytes of `reader` under `digest`, hashing while it writes.
     /// Synchronous: call from a blocking context.
     pub fn put_reader(&self, digest: &Digest, size: Option<u64>, mut reader: impl Read) -> Result<PutOutcome> {
@@ -41,24 +66,17 @@ impl RocksStore {
                 });
             }
         }
-        if self.meta(digest)?.is_some() {
+        if self.holds_readable(digest)? {
             // Already stored: read the body to keep the connection usable, store nothing.
             std::io::copy(&mut reader.take(opts.max_blob_size), &mut std::io::sink()).map_err(body_err)?;
             return Ok(PutOutcome::Existed);
         }
         self.check_space(size.unwrap_or(opts.piece_size as u64))?;
-        if let Some(limit) = opts.hard_limit {
-            let stored = self.inner.counters.logical_bytes.load(Ordering::Relaxed);
-            if stored.saturating_add(size.unwrap_or(0)) > limit {
-                return Err(CasError::InsufficientStorage(format!(
-                    "the store holds {stored} bytes; this upload would pass max_size_hard_limit ({limit} bytes)"
-                )));
-            }
-        }
-        let data_id = self.inner.next_data_id.fetch_add(1, Ordering::SeqCst);
+        // Checked before the body when its size is declared, and as it streams when it is not.
+        self.check_hard_limit(size.unwrap_or(0))?;
         let mut upload = Upload {
             store: self,
-            data_id,
+            data_id: None,
             staged: false,
         };
         let mut hasher = Hasher::new(digest.kind());
@@ -88,6 +106,9 @@ impl RocksStore {
                     expected: size,
                     actual: total,
                 });
+            }
+            if size.is_none() {
+                self.check_hard_limit(total)?;
             }
             if n == 0 {
                 break;
@@ -133,90 +154,113 @@ impl RocksStore {
         let meta = BlobMeta {
             size: total,
             piece_size: opts.piece_size as u32,
-            data_id,
+            data_id: NO_DATA,
             stored_at: now_secs(),
         };
-        upload.commit(digest, &meta, last_piece)
+        upload.commit(digest, meta, last_piece)
     }
 
     /// Removes a blob; returns whether it existed.
     pub fn delete_blob(&self, digest: &Digest) -> Result<bool> {
         let _g = self.lock_for(digest);
-        let Some(meta) = self.meta(digest)? else {
+        let Some(raw) = self
+            .inner
+            .db
+            .get_cf(&self.cf(CF_META), meta_key(digest))
+            .map_err(db_err)?
+        else {
             return Ok(false);
         };
+        // A corrupt record goes too (its pieces cannot be told apart safely, so they stay).
+        let meta = BlobMeta::decode(&raw).ok();
         let mut batch = WriteBatch::default();
         batch.delete_cf(&self.cf(CF_META), meta_key(digest));
         batch.delete_cf(self.cf(CF_ATIME), meta_key(digest));
-        batch.delete_cf(self.cf(CF_SYNC), crate::store::sync_queue::blob_key(digest));
-        batch.delete_range_cf(
-            &self.cf(CF_DATA),
-            piece_key(meta.data_id, 0),
-            piece_key(meta.data_id + 1, 0),
-        );
+        let unqueued = self.sync_remove_in(&mut batch, &SyncItem::Blob(*digest))?;
+        // Only the blob's own pieces go. The empty blob has none (and in stores written before
+        // data ids were leased, its id may since have been given to another blob).
+        if let Some(meta) = meta.filter(|m| m.size > 0 && m.data_id != NO_DATA) {
+            batch.delete_range_cf(
+                &self.cf(CF_DATA),
+                piece_key(meta.data_id, 0),
+                piece_key(meta.data_id + 1, 0),
+            );
+        }
         self.inner
             .db
             .write_opt(batch, &self.write_opts(self.inner.opts.sync_writes))
             .map_err(db_err)?;
-        self.inner.counters.blobs.fetch_sub(1, Ordering::Relaxed);
-        self.inner
-            .counters
-            .logical_bytes
-            .fetch_sub(meta.size, Ordering::Relaxed);
+        self.sync_counted(false, unqueued);
+        if let Some(meta) = meta {
+            // Counted at open only when readable.
+            self.inner.counters.blobs.fetch_sub(1, Ordering::Relaxed);
+            self.inner
+                .counters
+                .logical_bytes
+                .fetch_sub(meta.size, Ordering::Relaxed);
+        }
         Ok(true)
     }
 }
 
 /// An upload in progress; dropping it without `commit` removes what it wrote.
+/// Its data id is taken when its first piece is written, so the empty blob has none.
 struct Upload<'a> {
     store: &'a RocksStore,
-    data_id: u64,
+    data_id: Option<u64>,
     staged: bool,
 }
 
 impl Upload<'_> {
+    fn data_id(&mut self) -> Result<u64> {
+        match self.data_id {
+            Some(id) => Ok(id),
+            None => {
+                let id = self.store.allocate_data_id()?;
+                self.data_id = Some(id);
+                Ok(id)
+            }
+        }
+    }
+
     fn write_piece(&mut self, idx: u32, encoded: &[u8]) -> Result<()> {
+        let id = self.data_id()?;
         let db = &self.store.inner.db;
         let w = self.store.write_opts(false);
         if !self.staged {
-            db.put_cf_opt(&self.store.cf(CF_STAGING), self.data_id.to_be_bytes(), [], &w)
+            db.put_cf_opt(&self.store.cf(CF_STAGING), id.to_be_bytes(), [], &w)
                 .map_err(db_err)?;
             self.staged = true;
         }
-        db.put_cf_opt(&self.store.cf(CF_DATA), piece_key(self.data_id, idx), encoded, &w)
+        db.put_cf_opt(&self.store.cf(CF_DATA), piece_key(id, idx), encoded, &w)
             .map_err(db_err)
     }
 
-    fn commit(mut self, digest: &Digest, meta: &BlobMeta, single_piece: Option<Vec<u8>>) -> Result<PutOutcome> {
+    fn commit(mut self, digest: &Digest, mut meta: BlobMeta, single_piece: Option<Vec<u8>>) -> Result<PutOutcome> {
         let store = self.store;
         let _g = store.lock_for(digest);
-        if store.meta(digest)?.is_some() {
+        if store.holds_readable(digest)? {
             // A concurrent upload of the same blob committed first; ours is dropped.
             return Ok(PutOutcome::Existed);
         }
         let mut batch = WriteBatch::default();
         if let Some(p) = &single_piece {
-            batch.put_cf(&store.cf(CF_DATA), piece_key(self.data_id, 0), p);
+            batch.put_cf(&store.cf(CF_DATA), piece_key(self.data_id()?, 0), p);
         }
+        meta.data_id = self.data_id.unwrap_or(NO_DATA);
         batch.put_cf(&store.cf(CF_META), meta_key(digest), meta.encode());
         batch.put_cf(store.cf(CF_ATIME), meta_key(digest), meta.stored_at.to_be_bytes());
-        if store.inner.opts.track_sync {
-            batch.put_cf(
-                store.cf(CF_SYNC),
-                crate::store::sync_queue::blob_key(digest),
-                meta.stored_at.to_be_bytes(),
-            );
-        }
+        let queued = store.inner.opts.track_sync && store.sync_queue_in(&mut batch, &SyncItem::Blob(*digest))?;
         if self.staged {
-            batch.delete_cf(&store.cf(CF_STAGING), self.data_id.to_be_bytes());
+            batch.delete_cf(&store.cf(CF_STAGING), meta.data_id.to_be_bytes());
         }
         store
             .inner
             .db
             .write_opt(batch, &store.write_opts(store.inner.opts.sync_writes))
             .map_err(db_err)?;
-        self.staged = false;
-        self.data_id = u64::MAX; // committed: nothing to clean up
+        self.staged = false; // committed: nothing to clean up
+        store.sync_counted(queued, false);
         store.inner.counters.blobs.fetch_add(1, Ordering::Relaxed);
         store
             .inner
@@ -229,20 +273,16 @@ impl Upload<'_> {
 
 impl Drop for Upload<'_> {
     fn drop(&mut self) {
-        if !self.staged {
+        let Some(id) = self.data_id.filter(|_| self.staged) else {
             return;
-        }
+        };
         let (db, s) = (&self.store.inner.db, self.store);
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(
-            &s.cf(CF_DATA),
-            piece_key(self.data_id, 0),
-            piece_key(self.data_id + 1, 0),
-        );
-        batch.delete_cf(&s.cf(CF_STAGING), self.data_id.to_be_bytes());
+        batch.delete_range_cf(&s.cf(CF_DATA), piece_key(id, 0), piece_key(id + 1, 0));
+        batch.delete_cf(&s.cf(CF_STAGING), id.to_be_bytes());
         if let Err(e) = db.write(batch) {
             // The staging entry stays; the next open cleans up.
-            tracing::warn!(data_id = self.data_id, error = %e, "could not remove an abandoned upload");
+            tracing::warn!(data_id = id, error = %e, "could not remove an abandoned upload");
         }
     }
 }
