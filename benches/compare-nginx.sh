@@ -73,33 +73,49 @@ python3 -c "b = bytearray(1 << 30); b[::4096] = b'x' * (len(b) // 4096)" 2>/dev/
 
 # scenario: size concurrency requests
 if [ -n "${QUICK:-}" ]; then
-  scenarios=("4KiB 8 200" "8MiB 1 3")
+  scenarios=("4KiB 8 200" "1MiB 8 16" "8MiB 1 3")
 else
-  scenarios=("4KiB 64 20000" "256MiB 1 6")
+  scenarios=("4KiB 64 20000" "1MiB 8 800" "256MiB 1 6")
 fi
+clk_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
+# nginx's requests are served by its worker, not the master whose pid is in the pid file.
+nginx_worker=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
 seed=1
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-printf '| blob size | conns | op | nginx ops/s | cas-server ops/s | nginx MB/s | cas-server MB/s | cas/nginx |\n'
-printf '|---|---|---|---|---|---|---|---|\n'
+# CPU columns: server and load generator CPU per request (µs) during the measured phase, so that
+# cells bound by the load generator (client CPU near 1 core-second per second) are visible.
+printf '| blob size | conns | op | nginx ops/s | cas-server ops/s | nginx MB/s | cas-server MB/s | cas/nginx | server µs/op nginx | server µs/op cas | client µs/op nginx | client µs/op cas |\n'
+printf '|---|---|---|---|---|---|---|---|---|---|---|---|\n'
 for sc in "${scenarios[@]}"; do
   read -r size conc n <<<"$sc"
   for op in put get; do
-    declare -A ops mbs
+    declare -A ops mbs scpu ccpu
     for name in nginx cas; do
-      if [ "$name" = nginx ]; then url="http://127.0.0.1:18481/dav/{digest}"; else url="http://127.0.0.1:18480/v1/blobs/{digest}"; fi
-      vals=(); mbv=()
+      if [ "$name" = nginx ]; then
+        url="http://127.0.0.1:18481/dav/{digest}"; pid=$nginx_worker
+      else
+        url="http://127.0.0.1:18480/v1/blobs/{digest}"; pid=$cas_pid
+      fi
+      vals=(); mbv=(); sv=(); cv=()
       for _ in $(seq "$runs"); do
         seed=$((seed + 1))
         sync
-        out=$($pin_load "$bin/loadgen" --url "$url" --op $op --size "$size" -c "$conc" -n "$n" --seed $seed --json)
-        vals+=("$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ops_per_sec"])')")
-        mbv+=("$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["mb_per_sec"])')")
+        out=$($pin_load "$bin/loadgen" --url "$url" --op $op --size "$size" -c "$conc" -n "$n" --seed $seed \
+          --server-pid "$pid" --clk-tck "$clk_tck" --json)
+        field() { echo "$out" | python3 -c "import json,sys; j=json.load(sys.stdin); print($1)"; }
+        vals+=("$(field 'j["ops_per_sec"]')")
+        mbv+=("$(field 'j["mb_per_sec"]')")
+        sv+=("$(field 'round(j["server_cpu_s"] / j["requests"] * 1e6, 1)')")
+        cv+=("$(field 'round(j["client_cpu_s"] / j["requests"] * 1e6, 1)')")
       done
       ops[$name]=$(printf '%s\n' "${vals[@]}" | median)
       mbs[$name]=$(printf '%s\n' "${mbv[@]}" | median)
+      scpu[$name]=$(printf '%s\n' "${sv[@]}" | median)
+      ccpu[$name]=$(printf '%s\n' "${cv[@]}" | median)
     done
     ratio=$(python3 -c "print(f'{${ops[cas]}/${ops[nginx]}:.2f}')")
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$size" "$conc" "$op" "${ops[nginx]}" "${ops[cas]}" "${mbs[nginx]}" "${mbs[cas]}" "$ratio"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$size" "$conc" "$op" "${ops[nginx]}" "${ops[cas]}" \
+      "${mbs[nginx]}" "${mbs[cas]}" "$ratio" "${scpu[nginx]}" "${scpu[cas]}" "${ccpu[nginx]}" "${ccpu[cas]}"
   done
 done
 echo

@@ -58,6 +58,24 @@ struct Args {
     /// Print one JSON line instead of text.
     #[arg(long)]
     json: bool,
+    /// Also report the CPU time this process spent during the measured phase (Linux /proc).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Clock ticks per second of /proc's CPU times (`getconf CLK_TCK`).
+    #[arg(long, default_value_t = 100)]
+    clk_tck: u64,
+}
+
+/// User + system CPU seconds of a process so far, from /proc/<pid>/stat (0 when unreadable).
+fn cpu_secs(pid: &str, clk_tck: u64) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start at field 3; utime, stime are 14, 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / clk_tck.max(1) as f64
 }
 
 fn parse_size(s: &str) -> anyhow::Result<usize> {
@@ -192,7 +210,12 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("preparing blobs")?;
     }
+    let server = args.server_pid.map(|p| p.to_string());
+    let cpu = |who: Option<&str>| who.map_or(0.0, |p| cpu_secs(p, args.clk_tck));
+    let (client0, server0) = (cpu(Some("self")), cpu(server.as_deref()));
     let (elapsed, mut lat, bytes) = run_phase(&client, &args, args.op, blobs, urls).await?;
+    let client_cpu = cpu(Some("self")) - client0;
+    let server_cpu = cpu(server.as_deref()) - server0;
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
     let secs = elapsed.as_secs_f64();
@@ -200,12 +223,12 @@ async fn main() -> anyhow::Result<()> {
     let mbps = bytes as f64 / secs / 1e6;
     if args.json {
         println!(
-            "{{\"op\":\"{:?}\",\"size\":{size},\"concurrency\":{},\"requests\":{},\"seconds\":{secs:.3},\"ops_per_sec\":{ops:.1},\"mb_per_sec\":{mbps:.1},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3}}}",
+            "{{\"op\":\"{:?}\",\"size\":{size},\"concurrency\":{},\"requests\":{},\"seconds\":{secs:.3},\"ops_per_sec\":{ops:.1},\"mb_per_sec\":{mbps:.1},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"client_cpu_s\":{client_cpu:.3},\"server_cpu_s\":{server_cpu:.3}}}",
             args.op, args.concurrency, lat.len(), pct(0.5), pct(0.9), pct(0.99), pct(1.0)
         );
     } else {
         println!(
-            "{:?} {} x {} B, concurrency {}: {:.2}s, {ops:.0} ops/s, {mbps:.1} MB/s, latency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",
+            "{:?} {} x {} B, concurrency {}: {:.2}s, {ops:.0} ops/s, {mbps:.1} MB/s, latency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}; CPU s client {client_cpu:.2} server {server_cpu:.2}",
             args.op, lat.len(), size, args.concurrency, secs, pct(0.5), pct(0.9), pct(0.99), pct(1.0)
         );
     }
