@@ -19,3 +19,5 @@ echo "== benchmark smoke run (cas-server vs nginx)"
 QUICK=1 benches/compare-nginx.sh
 echo "== benchmark smoke run (snapshots vs restic)"
 QUICK=1 NO_BUILD=1 benches/snapshot-vs-restic.sh
+echo "== benchmark smoke run (task graph vs ninja)"
+QUICK=1 NO_BUILD=1 benches/graph-vs-ninja.sh
