@@ -108,6 +108,18 @@ async fn kill_9_at_random_moments_during_32_way_uploads() {
                 Err(e) => panic!("seed {seed} round {round}: {d}: {e}"),
             }
         }
+        // The counts the store keeps on disk (read at open, not recounted) match what it holds.
+        let mut distinct: Vec<Digest> = attempted_all.clone();
+        distinct.sort_unstable_by_key(|d| d.to_hex());
+        distinct.dedup();
+        let absent = client.find_missing(&distinct).await.unwrap().len();
+        let (_, _, body) = common::req(&s, "GET", "/v1/stats", &[], "").await;
+        let stats: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            stats["blobs"].as_u64().unwrap() as usize,
+            distinct.len() - absent,
+            "seed {seed} round {round}: the blob count after kill -9"
+        );
         s.kill9();
     }
     assert!(

@@ -9,9 +9,10 @@
 //! is known to hold go to `remote_known`, which lets `find_missing` and
 //! eviction skip asking the remote.
 //!
-//! The queue's length is kept in memory (counted once at open, then changed
-//! with each insert or removal under the item's commit lock), so metrics and
-//! `/ready` never walk the queue.
+//! The queue's length is kept in memory and on disk (the store's count
+//! record, adjusted in the same batch as each insert or removal, under the
+//! item's commit lock), so metrics, `/ready` and opening the store never walk
+//! the queue.
 
 use reprovm_sdk::digest::{Digest, HashKind, DIGEST_LEN};
 use reprovm_sdk::error::{CasError, Result};
@@ -113,6 +114,7 @@ impl RocksStore {
         let queued = self.sync_is_pending(item)?;
         if !queued {
             batch.put_cf(self.cf(CF_SYNC), item.key(), now_secs().to_be_bytes());
+            self.tally_in(batch, 0, 0, 1);
         }
         Ok(!queued)
     }
@@ -123,6 +125,7 @@ impl RocksStore {
         let queued = self.sync_is_pending(item)?;
         if queued {
             batch.delete_cf(self.cf(CF_SYNC), item.key());
+            self.tally_in(batch, 0, 0, -1);
         }
         Ok(queued)
     }

@@ -26,6 +26,7 @@ mod cas;
 mod meta;
 mod named;
 mod read;
+mod tally;
 mod write;
 
 pub use meta::BlobMeta;
@@ -228,6 +229,9 @@ impl RocksStore {
         table.set_block_cache(&cache);
         table.set_cache_index_and_filter_blocks(true);
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        // Bloom filters: a lookup of an absent key (most of `blobs:missing`, every new upload's
+        // existence check) is answered without reading a data block.
+        table.set_bloom_filter(10.0, false);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut o = Options::default();
             o.set_block_based_table_factory(&table);
@@ -249,6 +253,7 @@ impl RocksStore {
         // size is free again.
         let mut default_cf = Options::default();
         default_cf.set_write_buffer_size(1 << 20);
+        default_cf.set_merge_operator_associative(tally::MERGE_NAME, tally::merge_add);
         let cfs = cfs.chain([ColumnFamilyDescriptor::new(
             rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
             default_cf,
@@ -320,22 +325,38 @@ impl RocksStore {
                     .map_err(|_| CasError::Corrupt("data id lease".into()))
             })
             .transpose()?;
-        let (mut blobs, mut bytes, mut last_meta_id, mut unreadable) = (0, 0, 0, 0u64);
-        for item in db.iterator_cf(&self.cf(CF_META), IteratorMode::Start) {
-            let (_, v) = item.map_err(db_err)?;
-            // A corrupt record must not keep the store from opening: reads of that blob fail
-            // (500 `corrupt`) and `cas-server verify` reports it.
-            let Ok(meta) = BlobMeta::decode(&v) else {
-                unreadable += 1;
-                continue;
-            };
-            blobs += 1;
-            bytes += meta.size;
-            last_meta_id = last_meta_id.max(meta.data_id);
-        }
-        if unreadable > 0 {
-            tracing::error!(unreadable, "meta records that cannot be read; run `cas-server verify`");
-        }
+        // The counts are on disk (see `tally.rs`); a store written before they were kept is
+        // counted once, here, and so is one without a data-id lease (its meta records bound the ids).
+        let mut last_meta_id = 0;
+        let counts = match (self.read_tally()?, leased) {
+            (Some(t), Some(_)) => t,
+            _ => {
+                let (mut blobs, mut bytes, mut unreadable) = (0i64, 0i64, 0u64);
+                for item in db.iterator_cf(&self.cf(CF_META), IteratorMode::Start) {
+                    let (_, v) = item.map_err(db_err)?;
+                    // A corrupt record must not keep the store from opening: reads of that blob
+                    // fail (500 `corrupt`) and `cas-server verify` reports it.
+                    let Ok(meta) = BlobMeta::decode(&v) else {
+                        unreadable += 1;
+                        continue;
+                    };
+                    blobs += 1;
+                    bytes += meta.size as i64;
+                    last_meta_id = last_meta_id.max(meta.data_id);
+                }
+                if unreadable > 0 {
+                    tracing::error!(unreadable, "meta records that cannot be read; run `cas-server verify`");
+                }
+                let t = tally::Tally {
+                    blobs,
+                    bytes,
+                    queued: self.count_sync_queue()? as i64,
+                };
+                self.write_tally(t)?;
+                tracing::info!(blobs, bytes, "counted the store once; later opens read the counts");
+                t
+            }
+        };
         let next = [
             leased.unwrap_or(1),
             last_piece_id.map_or(1, |id| id + 1),
@@ -347,11 +368,18 @@ impl RocksStore {
         .expect("non-empty");
         self.inner.next_data_id.store(next, Ordering::SeqCst);
         self.extend_lease(next)?;
-        self.inner.counters.blobs.store(blobs, Ordering::Relaxed);
-        self.inner.counters.logical_bytes.store(bytes, Ordering::Relaxed);
+        let unsigned = |n: i64| u64::try_from(n).unwrap_or(0);
+        self.inner
+            .counters
+            .blobs
+            .store(unsigned(counts.blobs), Ordering::Relaxed);
+        self.inner
+            .counters
+            .logical_bytes
+            .store(unsigned(counts.bytes), Ordering::Relaxed);
         self.inner
             .sync_backlog
-            .store(self.count_sync_queue()?, Ordering::Relaxed);
+            .store(unsigned(counts.queued), Ordering::Relaxed);
         Ok(())
     }
 

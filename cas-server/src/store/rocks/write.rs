@@ -177,6 +177,9 @@ impl RocksStore {
         batch.delete_cf(&self.cf(CF_META), meta_key(digest));
         batch.delete_cf(self.cf(CF_ATIME), meta_key(digest));
         let unqueued = self.sync_remove_in(&mut batch, &SyncItem::Blob(*digest))?;
+        if let Some(m) = &meta {
+            self.tally_in(&mut batch, -1, -(m.size as i64), 0);
+        }
         // Only the blob's own pieces go. The empty blob has none (and in stores written before
         // data ids were leased, its id may since have been given to another blob).
         if let Some(meta) = meta.filter(|m| m.size > 0 && m.data_id != NO_DATA) {
@@ -249,6 +252,7 @@ impl Upload<'_> {
         }
         meta.data_id = self.data_id.unwrap_or(NO_DATA);
         batch.put_cf(&store.cf(CF_META), meta_key(digest), meta.encode());
+        store.tally_in(&mut batch, 1, meta.size as i64, 0);
         batch.put_cf(store.cf(CF_ATIME), meta_key(digest), meta.stored_at.to_be_bytes());
         let queued = store.inner.opts.track_sync && store.sync_queue_in(&mut batch, &SyncItem::Blob(*digest))?;
         if self.staged {
