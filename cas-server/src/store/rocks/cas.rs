@@ -1,7 +1,30 @@
 //! The async [`Cas`] face of the store: each call runs on the blocking pool.
 
-use super::read::{stream_pieces, ReadError};
+use super::read::stream_pieces;
 use super::*;
+
+/// Largest one-piece blob read without a trip to the blocking pool.
+const INLINE_READ_MAX: u64 = 64 << 10;
+
+/// Largest upload committed without a trip to the blocking pool (when writes are not fsynced).
+const INLINE_PUT_MAX: u64 = 64 << 10;
+
+/// Reads up to `declared + 1` bytes of a body (one more than declared lets the store report a
+/// size mismatch instead of a truncated blob).
+async fn gather(mut body: ByteStream, declared: u64) -> Result<bytes::BytesMut> {
+    use futures::StreamExt;
+    let limit = declared as usize + 1;
+    let mut buf = bytes::BytesMut::with_capacity(limit.min(INLINE_PUT_MAX as usize + 1));
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(body_err)?;
+        let room = limit - buf.len();
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if buf.len() >= limit {
+            break;
+        }
+    }
+    Ok(buf)
+}
 
 #[async_trait::async_trait]
 impl Cas for RocksStore {
@@ -12,21 +35,22 @@ impl Cas for RocksStore {
 
     async fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
         let d = *digest;
-        let meta = match self.meta_cached(&d) {
-            Ok(m) => m,
-            Err(ReadError::Cas(e)) => return Err(e),
-            Err(ReadError::NeedsIo) => self.blocking(move |s| s.meta(&d)).await?,
-        };
-        Ok(meta.map(|m| BlobInfo { size: m.size }))
+        // A meta record is small and its blocks are mostly in the page cache: read it here.
+        Ok(self.meta(&d)?.map(|m| BlobInfo { size: m.size }))
     }
 
     async fn get(&self, digest: &Digest, range: Option<ByteRange>) -> Result<Blob> {
         let d = *digest;
-        // Hot small blobs are served from memory on the spot; anything that needs the disk
-        // takes one trip to the blocking pool (meta, and for a one-piece blob its bytes too).
+        // Small blobs are read and verified on this thread (from the block cache, or a read of a
+        // few KiB that the page cache almost always answers): a hand-off to the blocking pool and
+        // back costs more than the read. Larger one-piece blobs take one trip to the pool;
+        // multi-piece blobs stream from it.
         let (meta, span, small) = match self.try_open_blob_cached(&d, range) {
             Some(r) => r?,
-            None => self.blocking(move |s| s.open_blob(&d, range)).await?,
+            None => match self.meta(&d)? {
+                Some(m) if m.pieces() > 1 || m.size <= INLINE_READ_MAX => self.open_blob(&d, range)?,
+                _ => self.blocking(move |s| s.open_blob(&d, range)).await?,
+            },
         };
         let body = match small {
             Some(data) => reprovm_sdk::cas::bytes_stream(data),
@@ -44,6 +68,13 @@ impl Cas for RocksStore {
 
     async fn put(&self, digest: &Digest, size: Option<u64>, body: ByteStream) -> Result<PutOutcome> {
         let d = *digest;
+        if let Some(n) = size.filter(|n| *n <= INLINE_PUT_MAX && !self.inner.opts.sync_writes) {
+            // A small upload is gathered here, then hashed and committed on this thread: one
+            // memtable write and one WAL append (no fsync) cost less than the hand-off to the
+            // blocking pool and back, which dominated small PUTs.
+            let bytes = gather(body, n).await?;
+            return self.put_reader(&d, size, &bytes[..]);
+        }
         let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
         self.blocking(move |s| s.put_reader(&d, size, reader)).await
     }

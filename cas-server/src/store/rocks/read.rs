@@ -63,14 +63,6 @@ impl RocksStore {
         Ok(piece)
     }
 
-    /// The meta record of a blob, from memory only (`NeedsIo` when on disk).
-    pub(super) fn meta_cached(&self, digest: &Digest) -> Result<Option<BlobMeta>, ReadError> {
-        match self.lookup(CF_META, &meta_key(digest), true)? {
-            Some(v) => Ok(Some(BlobMeta::decode(&v)?)),
-            None => Ok(None),
-        }
-    }
-
     /// [`RocksStore::open_blob`] answered from memory only: `None` when it would need the disk.
     /// Lets the async front end serve hot small blobs without a trip to the blocking pool.
     pub fn try_open_blob_cached(&self, digest: &Digest, range: Option<ByteRange>) -> Option<Result<OpenedBlob>> {
