@@ -17,13 +17,15 @@ use reprovm_sdk::{Cas, CasError, CasExt, Digest, HttpCas, RetryPolicy};
 const ROUNDS: u64 = 20;
 const CLIENTS: u64 = 32;
 
-/// A blob size: mostly small, some of several pieces (pieces are 1 MiB).
+/// A blob size: mostly small, some of several pieces (pieces are 1 MiB), a few large enough
+/// that their later pieces skip the WAL (from 8 MiB on) and rely on the flush before commit.
 fn random_len(rng: &mut impl Rng) -> usize {
-    match rng.random_range(0..10) {
-        0 => rng.random_range(0..100),
-        1..=5 => rng.random_range(100..64 << 10),
-        6..=8 => rng.random_range(64 << 10..1 << 20),
-        _ => rng.random_range(1 << 20..3 << 20),
+    match rng.random_range(0..40) {
+        0..=3 => rng.random_range(0..100),
+        4..=23 => rng.random_range(100..64 << 10),
+        24..=35 => rng.random_range(64 << 10..1 << 20),
+        36..=38 => rng.random_range(1 << 20..3 << 20),
+        _ => rng.random_range(8 << 20..12 << 20),
     }
 }
 

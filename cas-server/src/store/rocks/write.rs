@@ -78,6 +78,7 @@ impl RocksStore {
             store: self,
             data_id: None,
             staged: false,
+            unlogged: false,
         };
         let mut hasher = Hasher::new(digest.kind());
         // The piece buffer grows as bytes arrive, so a 4 KiB upload does not touch 1 MiB.
@@ -212,7 +213,12 @@ struct Upload<'a> {
     store: &'a RocksStore,
     data_id: Option<u64>,
     staged: bool,
+    /// Some pieces were written without the WAL (see `write_piece`).
+    unlogged: bool,
 }
+
+/// Pieces from this index on (8 MiB into an upload) are written without the WAL.
+const UNLOGGED_FROM_PIECE: u32 = 8;
 
 impl Upload<'_> {
     fn data_id(&mut self) -> Result<u64> {
@@ -235,12 +241,28 @@ impl Upload<'_> {
                 .map_err(db_err)?;
             self.staged = true;
         }
+        // Past the first pieces, a large upload skips the WAL: each byte is then written once
+        // (memtable, then blob file at flush) instead of twice. Its commit flushes the data
+        // column family first, so nothing acknowledged lives only in a memtable; an upload
+        // killed before its commit is cleaned up through `staging` as before.
+        let w = if idx >= UNLOGGED_FROM_PIECE {
+            self.unlogged = true;
+            let mut w = WriteOptions::default();
+            w.disable_wal(true);
+            w
+        } else {
+            w
+        };
         db.put_cf_opt(&self.store.cf(CF_DATA), piece_key(id, idx), encoded, &w)
             .map_err(db_err)
     }
 
     fn commit(mut self, digest: &Digest, mut meta: BlobMeta, single_piece: Option<Vec<u8>>) -> Result<PutOutcome> {
         let store = self.store;
+        if self.unlogged {
+            // Pieces written without the WAL become durable here, before the blob exists.
+            store.inner.db.flush_cf(&store.cf(CF_DATA)).map_err(db_err)?;
+        }
         let _g = store.lock_for(digest);
         if store.holds_readable(digest)? {
             // A concurrent upload of the same blob committed first; ours is dropped.
