@@ -22,7 +22,7 @@ if [ -n "${QUICK:-}" ]; then layers=${LAYERS:-2} width=${WIDTH:-100} runs=1 noop
 if [ -z "${NO_BUILD:-}" ]; then
   (cd "$here" && cargo build --release -q -p reprovm && cargo build --release -q -p reprovm-benches --bin graphgen)
 fi
-reprovm=$target/release/reprovm
+reprovm=${REPROVM:-$target/release/reprovm}  # REPROVM=path: another build
 for tool in ninja hyperfine taskset; do
   command -v $tool >/dev/null || { echo "$tool is not installed (scripts/setup.sh --test)" >&2; exit 1; }
 done

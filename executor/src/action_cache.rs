@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::workspace::{PathError, Workspace};
 
+/// Files up to this size are hashed without a trip to the blocking pool.
+const SMALL: u64 = 256 << 10;
+
 /// Version of the action-result JSON.
 pub const RESULT_VERSION: u32 = 1;
 
@@ -173,6 +176,18 @@ pub async fn hash_file(path: &Path) -> std::io::Result<Digest> {
     .map_err(std::io::Error::other)?
 }
 
+/// BLAKE3 of a file of about `size` bytes: on the calling thread when at most `inline` (a small
+/// read costs less than handing it to another thread), else as [`hash_file`].
+pub async fn hash_file_sized(path: &Path, size: u64, inline: u64) -> std::io::Result<Digest> {
+    if size > inline {
+        return hash_file(path).await;
+    }
+    let mut h = blake3::Hasher::new();
+    let mut f = std::fs::File::open(path)?;
+    std::io::copy(&mut f, &mut h)?;
+    Ok(Digest::from_bytes(HashKind::Blake3, *h.finalize().as_bytes()))
+}
+
 /// Reads the action result under `key`; a corrupt or foreign entry is a miss.
 pub async fn lookup(cas: &dyn Cas, key: &Digest) -> Result<Option<ActionResult>, CasError> {
     Ok(cas.ac_get(key).await?.and_then(|b| ActionResult::decode(&b)))
@@ -196,7 +211,7 @@ pub async fn store_outputs(cas: &dyn Cas, ws: &Workspace, outputs: &[String]) ->
         if !meta.is_file() {
             return Err(ActionError::NotAFile(rel.clone()));
         }
-        let digest = hash_file(&abs).await.map_err(io(rel))?;
+        let digest = hash_file_sized(&abs, meta.len(), SMALL).await.map_err(io(rel))?;
         entries.push(OutputEntry {
             path: Workspace::normalize(rel)?,
             digest,
@@ -235,7 +250,7 @@ pub async fn restore_outputs(cas: &dyn Cas, ws: &Workspace, result: &ActionResul
             if meta.is_file()
                 && meta.len() == o.size
                 && meta.permissions().mode() & 0o7777 == o.mode
-                && hash_file(&abs).await.ok() == Some(o.digest)
+                && hash_file_sized(&abs, o.size, SMALL).await.ok() == Some(o.digest)
             {
                 continue;
             }

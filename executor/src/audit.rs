@@ -113,6 +113,10 @@ impl Audit {
 impl RunObserver for Audit {
     fn on_task(&self, event: &TaskEvent<'_>) {
         use EventKind as K;
+        if !self.log.enabled() {
+            // Nothing would be written: do not build 10,000 event texts for nothing.
+            return;
+        }
         match *event {
             TaskEvent::CacheHit { task, key, result } => self.record(
                 K::CacheHit,

@@ -117,11 +117,13 @@ pub fn stats(cache_dir: &Path) -> Result<Stats, CacheError> {
 
 /// `cache clean`: deletes the embedded store. Returns the bytes freed.
 pub fn clean(cache_dir: &Path) -> Result<u64, CacheError> {
-    let dir = local_dir(cache_dir);
     let mut freed = 0;
-    if dir.exists() {
-        freed = dir_size(&dir);
-        std::fs::remove_dir_all(&dir)?;
+    // The workspace states go too: they vouch for results that were in the store.
+    for dir in [local_dir(cache_dir), cache_dir.join("state")] {
+        if dir.exists() {
+            freed += dir_size(&dir);
+            std::fs::remove_dir_all(&dir)?;
+        }
     }
     Ok(freed)
 }

@@ -26,6 +26,7 @@
 //! - [`serve`]: `reprovm serve`, the REST API.
 //! - [`shutdown`]: SIGINT/SIGTERM: the one stop request the scheduler, commands, snapshot walks
 //!   and `serve` honour (exit 130/143).
+//! - [`state`]: the workspace's stat cache and last task results (what makes a no-op cheap).
 //! - [`messages`]: every line the user sees: status, progress bar, summary, stats.
 #![deny(unsafe_code)]
 
@@ -46,6 +47,7 @@ mod runner;
 mod serve;
 mod shutdown;
 mod snapshot;
+mod state;
 mod store;
 mod workspace;
 

@@ -4,7 +4,8 @@
 //! only when stderr is a terminal and neither `--no-progress` nor `-q` is given; otherwise each
 //! task gets a plain line. Colour is on only for a terminal without `--no-color` / `NO_COLOR`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -75,6 +76,16 @@ pub struct RunReport {
 pub struct Reporter {
     style: Style,
     bar: Option<ProgressBar>,
+    /// Status lines not written yet, when stdout is not a terminal: one `write` per task would be
+    /// most of the system time of a run where every task is up to date. The runner flushes
+    /// whenever it waits (for a command, the store); warnings, errors and the summary flush too.
+    pending: Option<Mutex<String>>,
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 fn paint(on: bool, code: &str, text: &str) -> String {
@@ -118,7 +129,8 @@ impl Reporter {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        Self { style, bar }
+        let pending = (bar.is_none() && !std::io::stdout().is_terminal()).then(Mutex::default);
+        Self { style, bar, pending }
     }
 
     /// A reporter that prints plain lines only (cache commands, dry runs).
@@ -129,17 +141,37 @@ impl Reporter {
                 ..style
             },
             bar: None,
+            pending: None,
         }
     }
 
     fn out(&self, line: String) {
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => println!("{line}"),
+        match (&self.bar, &self.pending) {
+            (Some(bar), _) => bar.println(line),
+            (None, Some(pending)) => {
+                let mut p = pending.lock().expect("pending lines");
+                p.push_str(&line);
+                p.push('\n');
+                if p.len() >= 64 << 10 {
+                    write_stdout(&std::mem::take(&mut *p));
+                }
+            }
+            (None, None) => println!("{line}"),
+        }
+    }
+
+    /// Writes the buffered status lines.
+    pub fn flush(&self) {
+        if let Some(pending) = &self.pending {
+            let mut p = pending.lock().expect("pending lines");
+            if !p.is_empty() {
+                write_stdout(&std::mem::take(&mut *p));
+            }
         }
     }
 
     fn err(&self, line: String) {
+        self.flush();
         match &self.bar {
             Some(bar) => bar.suspend(|| eprintln!("{line}")),
             None => eprintln!("{line}"),
@@ -296,7 +328,14 @@ impl Reporter {
         } else if !self.style.quiet {
             self.out(paint(self.style.color, code, &line));
         }
+        self.flush();
     }
+}
+
+/// Writes to stdout; a closed pipe (`reprovm … | head`) is not an error worth a panic.
+fn write_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// Task output indented under its status line, trailing newline removed.

@@ -10,8 +10,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use cas_server::{RocksStore, StoreOptions};
-use reprovm_sdk::{Cas, CasError, HttpCas, ObjectStoreCas};
+use reprovm_sdk::proto::ByteRange;
+use reprovm_sdk::{
+    Blob, BlobInfo, ByteStream, Cas, CasError, Digest, HttpCas, ObjectStoreCas, PutOutcome, RefCondition, RefValue,
+};
 
 /// Where the remote store is and how to log in.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -62,6 +66,77 @@ pub fn open_local(cache_dir: &Path) -> Result<RocksStore, StoreError> {
         what: dir.display().to_string(),
         source,
     })
+}
+
+/// Opens the store for a run, except the embedded store, which is opened by its first use: a
+/// run whose tasks are all up to date never needs it, and opening RocksDB costs ~70 ms.
+pub fn open_lazy(remote: Option<&RemoteSpec>, cache_dir: &Path) -> Result<Store, StoreError> {
+    if remote.is_some() {
+        return open(remote, cache_dir);
+    }
+    Ok(Store {
+        cas: Arc::new(LazyLocal {
+            dir: local_dir(cache_dir),
+            store: tokio::sync::OnceCell::new(),
+        }),
+        local: None,
+        describe: format!("local {}", local_dir(cache_dir).display()),
+    })
+}
+
+/// The embedded store, opened on first use (an open that fails is tried again by the next call).
+struct LazyLocal {
+    dir: PathBuf,
+    store: tokio::sync::OnceCell<RocksStore>,
+}
+
+impl LazyLocal {
+    async fn get(&self) -> Result<&RocksStore, CasError> {
+        self.store
+            .get_or_try_init(|| async {
+                tracing::debug!(dir = %self.dir.display(), "opening the embedded store");
+                RocksStore::open(&self.dir, StoreOptions::default())
+                    .map_err(|e| CasError::Unavailable(format!("cannot open store {}: {e}", self.dir.display())))
+            })
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Cas for LazyLocal {
+    async fn find_missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, CasError> {
+        self.get().await?.find_missing(digests).await
+    }
+    async fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>, CasError> {
+        self.get().await?.stat(digest).await
+    }
+    async fn get(&self, digest: &Digest, range: Option<ByteRange>) -> Result<Blob, CasError> {
+        Cas::get(self.get().await?, digest, range).await
+    }
+    async fn put(&self, digest: &Digest, size: Option<u64>, body: ByteStream) -> Result<PutOutcome, CasError> {
+        self.get().await?.put(digest, size, body).await
+    }
+    async fn delete(&self, digest: &Digest) -> Result<bool, CasError> {
+        self.get().await?.delete(digest).await
+    }
+    async fn ac_get(&self, key: &Digest) -> Result<Option<Bytes>, CasError> {
+        self.get().await?.ac_get(key).await
+    }
+    async fn ac_put(&self, key: &Digest, value: Bytes) -> Result<(), CasError> {
+        self.get().await?.ac_put(key, value).await
+    }
+    async fn ref_get(&self, name: &str) -> Result<Option<RefValue>, CasError> {
+        self.get().await?.ref_get(name).await
+    }
+    async fn ref_put(&self, name: &str, value: Bytes, cond: RefCondition) -> Result<String, CasError> {
+        self.get().await?.ref_put(name, value, cond).await
+    }
+    async fn ref_delete(&self, name: &str, cond: RefCondition) -> Result<bool, CasError> {
+        self.get().await?.ref_delete(name, cond).await
+    }
+    async fn ref_list(&self, prefix: &str) -> Result<Vec<String>, CasError> {
+        self.get().await?.ref_list(prefix).await
+    }
 }
 
 /// Opens the store for a run.

@@ -1,7 +1,13 @@
 //! The workspace: the directory tasks run in (the manifest's directory), and the rule that every
 //! input and output path stays inside it.
 
+use std::borrow::Cow;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::state::{fs_clock_s, FileStat};
 
 /// A path that would leave the workspace.
 #[derive(Debug, thiserror::Error)]
@@ -35,10 +41,42 @@ pub enum PathError {
     },
 }
 
-/// The root directory of a run, canonicalized.
-#[derive(Clone, Debug)]
+/// The root directory of a run, canonicalized, and what `lstat` said about its paths during the
+/// run (so that each file and directory is looked at once while nothing is being written).
+#[derive(Debug)]
 pub struct Workspace {
     root: PathBuf,
+    /// Until [`Workspace::forget`]: what this run has seen. A command may change anything in the
+    /// workspace, so the runner forgets everything after each one.
+    memo: Mutex<Memo>,
+}
+
+#[derive(Debug, Default)]
+struct Memo {
+    /// Normalized relative paths seen to be real directories (not symlinks).
+    dirs: FxHashSet<String>,
+    /// Normalized relative paths of files: their `stat`, or `None` when missing.
+    files: FxHashMap<String, Option<Stat>>,
+}
+
+/// A file's `stat` (through symlinks), as [`Workspace::stat`] gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// The fields that matter for change detection.
+    pub stat: FileStat,
+    /// [`fs_clock_s`] read just before the `stat` call.
+    pub checked_s: i64,
+    /// The path itself is a symlink (the stat is its target's).
+    pub link: bool,
+}
+
+impl Clone for Workspace {
+    fn clone(&self) -> Self {
+        Self {
+            root: self.root.clone(),
+            memo: Mutex::default(),
+        }
+    }
 }
 
 impl Workspace {
@@ -46,6 +84,7 @@ impl Workspace {
     pub fn new(dir: &Path) -> std::io::Result<Self> {
         Ok(Self {
             root: dir.canonicalize()?,
+            memo: Mutex::default(),
         })
     }
 
@@ -56,6 +95,15 @@ impl Workspace {
 
     /// Normalizes a workspace-relative path (`./a//b` → `a/b`), refusing absolute paths and `..`.
     pub fn normalize(rel: &str) -> Result<String, PathError> {
+        Self::normalized(rel).map(Cow::into_owned)
+    }
+
+    /// [`Workspace::normalize`], borrowing `rel` when it is already normal (the usual case).
+    pub fn normalized(rel: &str) -> Result<Cow<'_, str>, PathError> {
+        let normal = !rel.is_empty() && rel.split('/').all(|p| !matches!(p, "" | "." | ".."));
+        if normal {
+            return Ok(Cow::Borrowed(rel));
+        }
         let p = Path::new(rel);
         if rel.is_empty() {
             return Err(PathError::Empty);
@@ -75,16 +123,81 @@ impl Workspace {
         if parts.is_empty() {
             return Err(PathError::Empty);
         }
-        Ok(parts.join("/"))
+        Ok(Cow::Owned(parts.join("/")))
+    }
+
+    /// Forgets what this run has seen (after a command ran: it may have changed anything).
+    pub fn forget(&self) {
+        let mut memo = self.memo.lock().expect("memo");
+        memo.dirs.clear();
+        memo.files.clear();
+    }
+
+    /// Forgets one file (after reprovm wrote it).
+    pub fn forget_file(&self, norm: &str) {
+        self.memo.lock().expect("memo").files.remove(norm);
+    }
+
+    /// The `stat` of the normalized path `norm` (through symlinks), `None` when it does not
+    /// exist; seen once per run until forgotten.
+    pub fn stat(&self, norm: &str) -> std::io::Result<Option<Stat>> {
+        if let Some(s) = self.memo.lock().expect("memo").files.get(norm) {
+            return Ok(*s);
+        }
+        let abs = self.root.join(norm);
+        let checked_s = fs_clock_s();
+        let stat = match abs.symlink_metadata() {
+            Ok(m) if m.file_type().is_symlink() => match abs.metadata() {
+                Ok(t) => Some(Stat {
+                    stat: FileStat::of(&t),
+                    checked_s,
+                    link: true,
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            },
+            Ok(m) => Some(Stat {
+                stat: FileStat::of(&m),
+                checked_s,
+                link: false,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        self.memo.lock().expect("memo").files.insert(norm.to_string(), stat);
+        Ok(stat)
     }
 
     /// The absolute location of `rel`, after checking that neither it nor any symlink along it
     /// leads outside the workspace. Parts that do not exist yet are fine.
     pub fn resolve(&self, rel: &str) -> Result<PathBuf, PathError> {
-        let norm = Self::normalize(rel)?;
-        let mut at = self.root.clone();
+        let norm = Self::normalized(rel)?;
+        self.check(rel, &norm)?;
+        Ok(self.root.join(&*norm))
+    }
+
+    /// Checks the normalized form `norm` of `rel` as [`Workspace::resolve`] does; what was seen
+    /// (real directories, regular files) is not looked at again until [`Workspace::forget`].
+    pub fn check(&self, rel: &str, norm: &str) -> Result<(), PathError> {
+        let mut memo = self.memo.lock().expect("memo");
+        let known = |memo: &Memo, prefix: &str, last: bool| {
+            if last {
+                memo.files.get(prefix).is_some_and(|s| !s.is_some_and(|s| s.link))
+            } else {
+                memo.dirs.contains(prefix)
+            }
+        };
+        let mut end = 0;
         for part in norm.split('/') {
-            at.push(part);
+            end += part.len();
+            let prefix = &norm[..end];
+            end += 1;
+            let last = end > norm.len();
+            if known(&memo, prefix, last) {
+                continue;
+            }
+            let at = self.root.join(prefix);
+            let checked_s = fs_clock_s();
             match at.symlink_metadata() {
                 Ok(m) if m.file_type().is_symlink() => {
                     let target = match at.canonicalize() {
@@ -106,8 +219,25 @@ impl Workspace {
                         });
                     }
                 }
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Ok(m) if last => {
+                    let stat = Stat {
+                        stat: FileStat::of(&m),
+                        checked_s,
+                        link: false,
+                    };
+                    memo.files.insert(norm.to_string(), Some(stat));
+                }
+                Ok(m) => {
+                    if m.is_dir() {
+                        memo.dirs.insert(prefix.to_string());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if last {
+                        memo.files.insert(norm.to_string(), None);
+                    }
+                    break;
+                }
                 Err(source) => {
                     return Err(PathError::Io {
                         path: rel.into(),
@@ -116,7 +246,7 @@ impl Workspace {
                 }
             }
         }
-        Ok(self.root.join(norm))
+        Ok(())
     }
 }
 

@@ -20,6 +20,7 @@ use crate::messages::Reporter;
 use crate::notify::{Notification, Notifier};
 use crate::runner::{self, RunObserver, RunOptions, Runner};
 use crate::shutdown::{Interrupted, Shutdown};
+use crate::state::State;
 use crate::store::{self, StoreError};
 use crate::workspace::Workspace;
 use hiargs::HiArgs;
@@ -196,7 +197,12 @@ fn run_command(
             "--clean-cache",
         );
     }
-    let store = store::open(hi.remote.as_ref(), &hi.cache_dir).map_err(store_failure)?;
+    let store = if hi.verify_cache || hi.dry_run {
+        store::open(hi.remote.as_ref(), &hi.cache_dir)
+    } else {
+        store::open_lazy(hi.remote.as_ref(), &hi.cache_dir)
+    }
+    .map_err(store_failure)?;
     if hi.verify_cache {
         verify_local(hi, store.local.as_ref(), &plain, true, shutdown)?;
     }
@@ -215,13 +221,18 @@ fn run_command(
 
     let total = selected.iter().filter(|s| **s).count() as u64;
     let reporter = Reporter::new(hi.style, total);
-    let metrics = crate::metrics::install();
+    let prom_file = hi
+        .metrics
+        .as_ref()
+        .filter(|p| p.extension().is_some_and(|e| e == "prom"));
+    // Only a `.prom` file reads the recorder; building one calibrates a clock (~10 ms), and
+    // without one the counters cost nothing.
+    let metrics = prom_file.map(|_| crate::metrics::install());
     let limits = hi.limits.any().then(|| crate::limits::Limits::new(hi.limits.clone()));
-    let observers: Vec<Arc<dyn RunObserver>> = vec![
-        Arc::new(audit.clone()),
-        notifier.clone(),
-        Arc::new(crate::metrics::MetricsObserver),
-    ];
+    let mut observers: Vec<Arc<dyn RunObserver>> = vec![Arc::new(audit.clone()), notifier.clone()];
+    if metrics.is_some() {
+        observers.push(Arc::new(crate::metrics::MetricsObserver));
+    }
     let opts = RunOptions {
         jobs: hi.jobs,
         timeout: hi.timeout,
@@ -231,6 +242,7 @@ fn run_command(
         observers,
         limits: limits.clone(),
         shutdown: shutdown.clone(),
+        state: State::load(State::location(&hi.cache_dir, ws.root()), &store.describe),
     };
     let cas = Arc::clone(&store.cas);
     let report = rt.block_on(Runner::new(&graph, &ws, cas, opts, &reporter).run(&selected));
@@ -253,12 +265,8 @@ fn run_command(
         audit.log().dropped(),
         delivered,
     );
-    if let Some(path) = hi
-        .metrics
-        .as_ref()
-        .filter(|p| p.extension().is_some_and(|e| e == "prom"))
-    {
-        crate::metrics::write_prom(&metrics, path)
+    if let (Some(path), Some(metrics)) = (prom_file, &metrics) {
+        crate::metrics::write_prom(metrics, path)
             .with_context(|| format!("writing metrics to {}", path.display()))
             .or_exit(EXIT_FAILED)?;
     } else if let Some(path) = &hi.metrics {

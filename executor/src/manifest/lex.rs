@@ -73,6 +73,21 @@ pub fn is_task_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
+/// Refuses control characters other than tab (C0, DEL, C1).
+fn check_controls(text: &str, line: usize) -> Result<(), LexError> {
+    match text.chars().position(|c| c.is_control() && c != '\t') {
+        Some(pos) => {
+            let c = text.chars().nth(pos).expect("found above");
+            Err(LexError {
+                line,
+                col: pos + 1,
+                message: format!("control character U+{:04X} is not allowed in a manifest", c as u32),
+            })
+        }
+        None => Ok(()),
+    }
+}
+
 /// Splits `src` into tokens.
 pub fn lex(src: &str) -> Result<Vec<Spanned>, LexError> {
     let mut out = Vec::new();
@@ -86,16 +101,12 @@ pub fn lex(src: &str) -> Result<Vec<Spanned>, LexError> {
                 message: format!("line of {} bytes; the limit is {MAX_LINE}", text.len()),
             });
         }
-        if let Some(pos) = text.chars().position(|c| c.is_control() && c != '\t') {
-            let c = text.chars().nth(pos).expect("found above");
-            return Err(LexError {
-                line,
-                col: pos + 1,
-                message: format!("control character U+{:04X} is not allowed in a manifest", c as u32),
-            });
+        // Printable ASCII and tabs need no closer look.
+        if !text.bytes().all(|b| (0x20..0x7f).contains(&b) || b == b'\t') {
+            check_controls(text, line)?;
         }
-        let indent = text.chars().take_while(|c| c.is_whitespace()).count();
-        let body: String = text.chars().skip(indent).collect();
+        let body = text.trim_start();
+        let indent = text[..text.len() - body.len()].chars().count();
         let body = body.trim_end();
         let col = indent + 1;
         if body.is_empty() || body.starts_with('#') {

@@ -84,7 +84,8 @@ pub fn parse_str(path: &Path, src: &str) -> Result<Manifest, ManifestError> {
             line,
             ..Task::default()
         };
-        let mut fields_seen: HashMap<String, usize> = HashMap::new();
+        // Line of each field of FIELDS seen so far in this task.
+        let mut fields_seen: [Option<usize>; FIELDS.len()] = [None; FIELDS.len()];
         let mut has_cmd = false;
         loop {
             let Some(Spanned {
@@ -106,7 +107,7 @@ pub fn parse_str(path: &Path, src: &str) -> Result<Manifest, ManifestError> {
                     ))
                 }
                 Token::Field { key, value, value_col } => {
-                    if !FIELDS.contains(&key.as_str()) {
+                    let Some(field) = FIELDS.iter().position(|f| *f == key) else {
                         return Err(err(
                             fl,
                             fc,
@@ -115,8 +116,8 @@ pub fn parse_str(path: &Path, src: &str) -> Result<Manifest, ManifestError> {
                                 FIELDS.join(", ")
                             ),
                         ));
-                    }
-                    if let Some(prev) = fields_seen.insert(key.clone(), fl) {
+                    };
+                    if let Some(prev) = fields_seen[field].replace(fl) {
                         return Err(err(fl, fc, format!("field `{key}` given twice (first on line {prev})")));
                     }
                     let verr = |m: String| err(fl, value_col, m);

@@ -79,6 +79,8 @@ pub struct State {
     pub(super) config: Value,
     /// Stops the run in progress (and any queued one) on SIGTERM/SIGINT.
     shutdown: Shutdown,
+    /// The workspace's stat cache and last results (`crate::state`), loaded by each run.
+    state_file: std::path::PathBuf,
 }
 
 fn now() -> u64 {
@@ -157,6 +159,7 @@ impl State {
             "auth": {"tokens_configured": auth.enabled()},
         });
         Self {
+            state_file: crate::state::State::location(&hi.cache_dir, ws.root()),
             graph,
             ws,
             store,
@@ -239,6 +242,7 @@ impl State {
             observers,
             limits: self.limits.clone(),
             shutdown: self.shutdown.clone(),
+            state: crate::state::State::load(self.state_file.clone(), &self.store.describe),
         };
         let report = Runner::new(&self.graph, &self.ws, self.store.cas.clone(), opts, &reporter)
             .run(&selected)

@@ -1,8 +1,19 @@
 //! One run of a manifest: for each selected task, in dependency order and in parallel, compute its
-//! key, restore its outputs on a hit, or run it, store its outputs and record the result. Also the
-//! dry run, which computes the same keys and only reports.
+//! key; if the workspace [`State`] says the task last had that key and its outputs are on disk as
+//! recorded, it is up to date (no store access, no file read or written); else restore its
+//! outputs on a hit, or run it, store its outputs and record the result. [`dry_run`] computes the
+//! same keys and only reports.
+//!
+//! Layout: [`fresh`] holds the stat-cache side (file digests, the up-to-date check, recording);
+//! [`dry_run`] the `-n` plan.
+
+mod dry_run;
+mod fresh;
+
+pub use dry_run::dry_run;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +26,7 @@ use crate::limits::Limits;
 use crate::manifest::Task;
 use crate::messages::{Reporter, RunReport, TaskRecord};
 use crate::shutdown::Shutdown;
+use crate::state::{fs_clock_s, State};
 use crate::workspace::Workspace;
 
 /// What a run needs besides the graph.
@@ -35,6 +47,8 @@ pub struct RunOptions {
     pub limits: Option<Arc<Limits>>,
     /// Stop requests (SIGINT, SIGTERM): no task starts after one, running commands are stopped.
     pub shutdown: Shutdown,
+    /// The workspace's stat cache and last results; saved at the end of the run.
+    pub state: State,
 }
 
 /// Something that happened to a task during a run.
@@ -109,6 +123,8 @@ pub struct Runner<'a> {
     results: Mutex<HashMap<usize, Digest>>,
     /// The record of each finished task.
     records: Mutex<HashMap<usize, TaskRecord>>,
+    /// Taken out of `opts`: read and updated by every task.
+    state: Mutex<State>,
 }
 
 /// Why a task did not succeed (one attempt).
@@ -125,10 +141,12 @@ impl<'a> Runner<'a> {
         graph: &'a Graph,
         ws: &'a Workspace,
         cas: Arc<dyn Cas>,
-        opts: RunOptions,
+        mut opts: RunOptions,
         reporter: &'a Reporter,
     ) -> Self {
+        let state = Mutex::new(std::mem::take(&mut opts.state));
         Self {
+            state,
             graph,
             ws,
             cas,
@@ -142,14 +160,28 @@ impl<'a> Runner<'a> {
     /// Runs the selected tasks and reports.
     pub async fn run(&self, selected: &[bool]) -> RunReport {
         let start = Instant::now();
-        let states = Scheduler::new(
+        let scheduler = Scheduler::new(
             self.graph,
             self.opts.jobs,
             self.opts.keep_going,
             self.opts.shutdown.clone(),
-        )
-        .run(selected, |i| self.run_task(i))
+        );
+        let scheduled = scheduler.run(selected, |i| self.run_task(i));
+        // Status lines are buffered; they go out whenever the run waits (for a command, the store).
+        let mut scheduled = std::pin::pin!(scheduled);
+        let states = std::future::poll_fn(|cx| {
+            let poll = scheduled.as_mut().poll(cx);
+            if poll.is_pending() {
+                self.reporter.flush();
+            }
+            poll
+        })
         .await;
+        if let Err(e) = self.state.lock().expect("state").save() {
+            self.reporter.warn(&format!(
+                "cannot save the workspace state (the next run will be slower): {e}"
+            ));
+        }
         let not_run = match self.opts.shutdown.signal() {
             Some(sig) => format!("not started: interrupted by {}", sig.name()),
             None => "stopped after a failure (use --keep-going)".to_string(),
@@ -249,8 +281,22 @@ impl<'a> Runner<'a> {
         };
         tracing::debug!(task = %task.name, %key, "task key");
         if !self.opts.force {
+            if let Some(result) = self.up_to_date(task, &key).await {
+                self.results.lock().expect("results").insert(i, result.result_digest());
+                self.reporter
+                    .cached(&task.name, 0, Duration::from_millis(result.duration_ms));
+                self.emit(TaskEvent::CacheHit {
+                    task: &task.name,
+                    key: &key,
+                    result: &result,
+                });
+                self.record(i, "cached", start.elapsed(), result.duration_ms, 0, None);
+                return true;
+            }
+            let checked_s = fs_clock_s();
             match self.try_restore(task, &key).await {
                 Ok(Some((result, written))) => {
+                    self.remember(&key, &result, checked_s);
                     let saved = Duration::from_millis(result.duration_ms);
                     self.results.lock().expect("results").insert(i, result.result_digest());
                     self.reporter.cached(&task.name, written, saved);
@@ -311,7 +357,8 @@ impl<'a> Runner<'a> {
                 attempt,
             });
             match self.execute(task, &key).await {
-                Ok((result, output, took)) => {
+                Ok((result, output, took, checked_s)) => {
+                    self.remember(&key, &result, checked_s);
                     self.results.lock().expect("results").insert(i, result.result_digest());
                     self.emit(TaskEvent::Completed {
                         task: &task.name,
@@ -349,11 +396,19 @@ impl<'a> Runner<'a> {
     async fn key(&self, i: usize, task: &Task) -> Result<Digest, String> {
         let mut inputs = Vec::with_capacity(task.inputs.len());
         for rel in &task.inputs {
-            let abs = self.ws.resolve(rel).map_err(|e| format!("input {e}"))?;
-            let d = action_cache::hash_file(&abs)
-                .await
-                .map_err(|e| format!("input {rel:?}: {e}"))?;
-            inputs.push((Workspace::normalize(rel).map_err(|e| e.to_string())?, d));
+            let norm = Workspace::normalized(rel).map_err(|e| format!("input {e}"))?;
+            self.ws.check(rel, &norm).map_err(|e| format!("input {e}"))?;
+            let d = match self.file_digest(&norm).await {
+                Ok(Some((_, d))) => d,
+                Ok(None) => {
+                    return Err(format!(
+                        "input {rel:?}: {}",
+                        std::io::Error::from(std::io::ErrorKind::NotFound)
+                    ))
+                }
+                Err(e) => return Err(format!("input {rel:?}: {e}")),
+            };
+            inputs.push((norm.into_owned(), d));
         }
         let deps: Vec<(String, Digest)> = {
             let results = self.results.lock().expect("results");
@@ -385,12 +440,16 @@ impl<'a> Runner<'a> {
         if !action_cache::outputs_present(&*self.cas, &result).await? {
             return Ok(None);
         }
-        let written = action_cache::restore_outputs(&*self.cas, self.ws, &result).await?;
-        Ok(Some((result, written)))
+        let written = action_cache::restore_outputs(&*self.cas, self.ws, &result).await;
+        for o in &result.outputs {
+            self.ws.forget_file(&o.path);
+        }
+        Ok(Some((result, written?)))
     }
 
-    /// Runs the command once, then stores its outputs and result.
-    async fn execute(&self, task: &Task, key: &Digest) -> Result<(ActionResult, Vec<u8>, Duration), Failure> {
+    /// Runs the command once, then stores its outputs and result. Also returns [`fs_clock_s`] as
+    /// read before the outputs were hashed.
+    async fn execute(&self, task: &Task, key: &Digest) -> Result<(ActionResult, Vec<u8>, Duration, i64), Failure> {
         // Declared outputs' directories exist before the command runs (as in most build tools).
         for rel in &task.outputs {
             let parent = self
@@ -407,13 +466,15 @@ impl<'a> Runner<'a> {
             }
         }
         let timeout = task.timeout.or(self.opts.timeout);
-        let outcome = exec::run(&task.cmd, self.ws.root(), &task.env, timeout, &self.opts.shutdown)
-            .await
-            .map_err(|e| Failure {
-                why: format!("cannot start `sh -c`: {e}"),
-                output: Vec::new(),
-                retryable: false,
-            })?;
+        let outcome = exec::run(&task.cmd, self.ws.root(), &task.env, timeout, &self.opts.shutdown).await;
+        // The command may have changed any file.
+        self.ws.forget();
+        let checked_s = fs_clock_s();
+        let outcome = outcome.map_err(|e| Failure {
+            why: format!("cannot start `sh -c`: {e}"),
+            output: Vec::new(),
+            retryable: false,
+        })?;
         if outcome.exit != Exit::Success {
             return Err(Failure {
                 why: format!("command {}", outcome.exit),
@@ -446,94 +507,6 @@ impl<'a> Runner<'a> {
                 retryable: false,
             });
         }
-        Ok((result, outcome.output, outcome.duration))
+        Ok((result, outcome.output, outcome.duration, checked_s))
     }
-}
-
-/// `-n`: what would run and why, without running or restoring anything.
-pub async fn dry_run(
-    graph: &Graph,
-    ws: &Workspace,
-    cas: &dyn Cas,
-    selected: &[bool],
-    force: bool,
-) -> Vec<(String, String, bool)> {
-    let mut out = Vec::new();
-    // Known results (from hits) and which tasks would run.
-    let mut results: HashMap<usize, ActionResult> = HashMap::new();
-    let mut runs = vec![false; graph.tasks().len()];
-    for i in graph.topo_order(selected) {
-        let task = graph.task(i);
-        let (would_run, why) = match plan_one(graph, ws, cas, i, &results, &runs, force).await {
-            Ok(Some(result)) => {
-                results.insert(i, result);
-                (false, "cached (hit)".to_string())
-            }
-            Ok(None) if force => (true, "would run (forced)".to_string()),
-            Ok(None) => (true, "would run (miss: no cached result)".to_string()),
-            Err(why) => (true, format!("would run ({why})")),
-        };
-        runs[i] = would_run;
-        out.push((task.name.clone(), why, would_run));
-    }
-    out
-}
-
-async fn plan_one(
-    graph: &Graph,
-    ws: &Workspace,
-    cas: &dyn Cas,
-    i: usize,
-    results: &HashMap<usize, ActionResult>,
-    runs: &[bool],
-    force: bool,
-) -> Result<Option<ActionResult>, String> {
-    let task = graph.task(i);
-    if let Some(&d) = graph.deps(i).iter().find(|&&d| runs[d]) {
-        return Err(format!("dependency `{}` will run", graph.task(d).name));
-    }
-    let mut inputs = Vec::new();
-    for rel in &task.inputs {
-        let norm = Workspace::normalize(rel).map_err(|e| e.to_string())?;
-        // An input a dep produces is what the dep's cached result says, not what is on disk now.
-        let from_dep = graph
-            .deps(i)
-            .iter()
-            .filter_map(|d| results.get(d))
-            .flat_map(|r| &r.outputs)
-            .find(|o| o.path == norm)
-            .map(|o| o.digest);
-        let d = match from_dep {
-            Some(d) => d,
-            None => {
-                let abs = ws.resolve(rel).map_err(|e| e.to_string())?;
-                action_cache::hash_file(&abs)
-                    .await
-                    .map_err(|_| format!("input `{rel}` not found"))?
-            }
-        };
-        inputs.push((norm, d));
-    }
-    let deps: Vec<(String, Digest)> = graph
-        .deps(i)
-        .iter()
-        .map(|&d| (graph.task(d).name.clone(), results[&d].result_digest()))
-        .collect();
-    if force {
-        return Ok(None);
-    }
-    let key = action_cache::task_key(&task.cmd, &task.env, &inputs, &deps);
-    let Some(result) = action_cache::lookup(cas, &key)
-        .await
-        .map_err(|e| format!("store: {e}"))?
-    else {
-        return Ok(None);
-    };
-    if !action_cache::outputs_present(cas, &result)
-        .await
-        .map_err(|e| format!("store: {e}"))?
-    {
-        return Err("cached outputs missing from the store".into());
-    }
-    Ok(Some(result))
 }
