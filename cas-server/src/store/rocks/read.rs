@@ -38,7 +38,20 @@ impl RocksStore {
         key: &[u8],
         cached_only: bool,
     ) -> Result<Option<rocksdb::DBPinnableSlice<'_>>, ReadError> {
+        self.lookup_opts(cf, key, cached_only, true)
+    }
+
+    /// [`RocksStore::lookup`]; without `checksums`, RocksDB does not check its own CRCs (for reads
+    /// that are verified against the blob's digest before a byte is sent).
+    fn lookup_opts(
+        &self,
+        cf: &str,
+        key: &[u8],
+        cached_only: bool,
+        checksums: bool,
+    ) -> Result<Option<rocksdb::DBPinnableSlice<'_>>, ReadError> {
         let mut opts = rocksdb::ReadOptions::default();
+        opts.set_verify_checksums(checksums);
         if cached_only {
             opts.set_read_tier(rocksdb::ReadTier::BlockCache);
         }
@@ -51,12 +64,20 @@ impl RocksStore {
 
     /// Reads and decodes one piece.
     pub fn read_piece(&self, meta: &BlobMeta, idx: u32) -> Result<Vec<u8>> {
-        self.read_piece_tier(meta, idx, false).map_err(ReadError::into_cas)
+        self.read_piece_tier(meta, idx, false, true)
+            .map_err(ReadError::into_cas)
     }
 
-    fn read_piece_tier(&self, meta: &BlobMeta, idx: u32, cached_only: bool) -> Result<Vec<u8>, ReadError> {
+    /// Reads one piece; `checksums` as in [`RocksStore::lookup_opts`].
+    fn read_piece_tier(
+        &self,
+        meta: &BlobMeta,
+        idx: u32,
+        cached_only: bool,
+        checksums: bool,
+    ) -> Result<Vec<u8>, ReadError> {
         let stored = self
-            .lookup(CF_DATA, &piece_key(meta.data_id, idx), cached_only)?
+            .lookup_opts(CF_DATA, &piece_key(meta.data_id, idx), cached_only, checksums)?
             .ok_or_else(|| CasError::Corrupt(format!("piece {idx} of data {} is missing", meta.data_id)))?;
         let piece = piece::decode(&stored, meta.piece_len(idx))
             .map_err(|e| CasError::Corrupt(format!("piece {idx} of data {}: {e}", meta.data_id)))?;
@@ -102,7 +123,9 @@ impl RocksStore {
         let piece = if meta.size == 0 {
             Vec::new()
         } else {
-            self.read_piece_tier(&meta, 0, cached_only)?
+            // Verified against the digest below before any byte is sent: RocksDB's own CRC of
+            // the piece would check the same bytes a second time.
+            self.read_piece_tier(&meta, 0, cached_only, !self.inner.opts.verify_reads)?
         };
         self.touch(digest);
         // Small blobs are always verified, ranged or not: never send bytes that fail their digest.
