@@ -36,7 +36,7 @@ tasks=$((layers * width))
 outs=$(seq -s ' ' -f 'l%g' 1 "$layers")
 
 ninja_cmd="ninja -C $n -j2"
-rvm_cmd="$reprovm -j2 --no-progress $r/manifest.rvm"
+rvm_cmd="$reprovm -j2 --no-progress --cache-dir $r/.reprovm $r/manifest.rvm"
 
 echo "== full build, -j2 ($tasks tasks, $runs runs)" >&2
 hyperfine -N --runs "$runs" --export-json "$work/full.json" \

@@ -137,25 +137,33 @@ fn field(h: &mut blake3::Hasher, data: &[u8]) {
 
 /// The task key. `env`, `inputs` and `deps` are sorted here, so callers may pass any order.
 pub fn task_key(cmd: &str, env: &[(String, String)], inputs: &[(String, Digest)], deps: &[(String, Digest)]) -> Digest {
+    fn refs(v: &[(String, Digest)]) -> Vec<(&str, Digest)> {
+        v.iter().map(|(n, d)| (n.as_str(), *d)).collect()
+    }
+    task_key_of(cmd, env, &mut refs(inputs), &mut refs(deps))
+}
+
+/// [`task_key`] over borrowed names (no copies on the hot path); sorts `inputs` and `deps`.
+pub fn task_key_of<'a>(
+    cmd: &str,
+    env: &[(String, String)],
+    inputs: &mut [(&'a str, Digest)],
+    deps: &mut [(&'a str, Digest)],
+) -> Digest {
     let mut h = blake3::Hasher::new();
     field(&mut h, b"reprovm-task-v1");
     field(&mut h, cmd.as_bytes());
-    let sorted = |v: &[(String, String)]| {
-        let mut v = v.to_vec();
-        v.sort();
-        v
-    };
-    let env = sorted(env);
+    let mut env: Vec<&(String, String)> = env.iter().collect();
+    env.sort_unstable();
     h.update(&(env.len() as u64).to_be_bytes());
-    for (k, v) in &env {
+    for (k, v) in env {
         field(&mut h, k.as_bytes());
         field(&mut h, v.as_bytes());
     }
     for list in [inputs, deps] {
-        let mut list = list.to_vec();
-        list.sort();
+        list.sort_unstable();
         h.update(&(list.len() as u64).to_be_bytes());
-        for (name, d) in &list {
+        for (name, d) in list.iter() {
             field(&mut h, name.as_bytes());
             field(&mut h, d.as_bytes());
         }

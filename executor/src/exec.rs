@@ -5,7 +5,8 @@
 //! [`GRACE`] to exit, every process of it (a child that traps the signal to clean up is waited
 //! for too), then SIGKILL; a second signal SIGKILLs at once.
 
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -82,6 +83,21 @@ fn group_alive(pgid: Pid) -> bool {
         })
 }
 
+/// `sh` as found on `PATH`, looked up once per process: letting every spawn search `PATH` costs a
+/// failed `execve` per directory before it, while the parent waits (spawning is a vfork).
+fn shell() -> &'static Path {
+    static SHELL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    SHELL.get_or_init(|| {
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .map(|dir| dir.join("sh"))
+            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+            // Not found: let the spawn report it.
+            .unwrap_or_else(|| PathBuf::from("sh"))
+    })
+}
+
 /// Runs `sh -c cmd` in `cwd` with `env` added to the inherited environment, until it ends, its
 /// timeout passes or `shutdown` stops it.
 pub async fn run(
@@ -92,7 +108,7 @@ pub async fn run(
     shutdown: &Shutdown,
 ) -> std::io::Result<Outcome> {
     let start = Instant::now();
-    let mut child = tokio::process::Command::new("sh")
+    let mut child = tokio::process::Command::new(shell())
         .arg("-c")
         .arg(cmd)
         .current_dir(cwd)

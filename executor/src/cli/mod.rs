@@ -97,7 +97,15 @@ pub fn run(mut low: LowArgs) -> Result<u8, Failure> {
 /// Starts the runtime and the signal handlers, runs the command; a signal received makes the
 /// exit code 130 (SIGINT) or 143 (SIGTERM), whatever the command returned.
 fn with_runtime(hi: &HiArgs, command: Option<Command>, audit: &Audit) -> Result<u8, Failure> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // A run of tasks waits on commands, pipes and the store; its own work is a little hashing and
+    // bookkeeping per task. One thread does it without a cross-thread wake-up per event (which
+    // cost more than that work); blocking work (large files, the embedded store) still goes to
+    // the blocking pool. Snapshots and `serve` use every core.
+    let mut builder = match command {
+        None | Some(Command::Notify { .. }) => tokio::runtime::Builder::new_current_thread(),
+        Some(_) => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let rt = builder
         .enable_all()
         .build()
         .context("starting the async runtime")
@@ -343,7 +351,8 @@ pub(crate) fn check_paths(graph: &Graph, ws: &Workspace) -> anyhow::Result<()> {
     for t in graph.tasks() {
         for (kind, list) in [("input", &t.inputs), ("output", &t.outputs)] {
             for p in list.iter() {
-                ws.resolve(p)
+                Workspace::normalized(p)
+                    .and_then(|norm| ws.check(p, &norm))
                     .with_context(|| format!("task `{}` (line {}): {kind} refused", t.name, t.line))?;
             }
         }

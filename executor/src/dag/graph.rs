@@ -1,6 +1,6 @@
 //! The dependency graph of a manifest's tasks.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::manifest::{Manifest, Task};
 

@@ -281,14 +281,16 @@ impl<'a> Runner<'a> {
         };
         tracing::debug!(task = %task.name, %key, "task key");
         if !self.opts.force {
-            if let Some(result) = self.up_to_date(task, &key).await {
+            if self.up_to_date(task, &key).await {
+                let state = self.state.lock().expect("state");
+                let result = state.result(&task.name, &key).expect("checked just now");
                 self.results.lock().expect("results").insert(i, result.result_digest());
                 self.reporter
                     .cached(&task.name, 0, Duration::from_millis(result.duration_ms));
                 self.emit(TaskEvent::CacheHit {
                     task: &task.name,
                     key: &key,
-                    result: &result,
+                    result,
                 });
                 self.record(i, "cached", start.elapsed(), result.duration_ms, 0, None);
                 return true;
@@ -401,24 +403,23 @@ impl<'a> Runner<'a> {
             let d = match self.file_digest(&norm).await {
                 Ok(Some((_, d))) => d,
                 Ok(None) => {
-                    return Err(format!(
-                        "input {rel:?}: {}",
-                        std::io::Error::from(std::io::ErrorKind::NotFound)
-                    ))
+                    let missing = std::io::Error::from(nix::errno::Errno::ENOENT);
+                    return Err(format!("input {rel:?}: {missing}"));
                 }
                 Err(e) => return Err(format!("input {rel:?}: {e}")),
             };
-            inputs.push((norm.into_owned(), d));
+            inputs.push((norm, d));
         }
-        let deps: Vec<(String, Digest)> = {
+        let mut inputs: Vec<(&str, Digest)> = inputs.iter().map(|(n, d)| (&**n, *d)).collect();
+        let mut deps: Vec<(&str, Digest)> = {
             let results = self.results.lock().expect("results");
             self.graph
                 .deps(i)
                 .iter()
-                .map(|&d| (self.graph.task(d).name.clone(), results[&d]))
+                .map(|&d| (self.graph.task(d).name.as_str(), results[&d]))
                 .collect()
         };
-        Ok(action_cache::task_key(&task.cmd, &task.env, &inputs, &deps))
+        Ok(action_cache::task_key_of(&task.cmd, &task.env, &mut inputs, &mut deps))
     }
 
     /// On a hit whose blobs are all present, restores the outputs.
