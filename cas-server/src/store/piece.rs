@@ -43,10 +43,35 @@ const RAW: u8 = 0;
 const ZSTD: u8 = 1;
 const LZ4: u8 = 2;
 
+/// Pieces at least this large are sampled before they are compressed.
+const SAMPLE_FROM: usize = 64 << 10;
+/// Bytes per sample, and samples per piece.
+const SAMPLE_LEN: usize = 4 << 10;
+const SAMPLES: usize = 4;
+
+/// Whether a large piece is worth compressing: a few samples spread over it are compressed with
+/// lz4 (a fraction of the cost of compressing the piece with zstd), and the piece is compressed
+/// only if they shrink by the same 1/32 that the piece must save. Already-compressed or random
+/// data (artifacts, media) is then stored raw without a full compression attempt.
+fn looks_compressible(raw: &[u8]) -> bool {
+    if raw.len() < SAMPLE_FROM {
+        return true;
+    }
+    let step = (raw.len() - SAMPLE_LEN) / (SAMPLES - 1);
+    let (mut total, mut packed) = (0, 0);
+    for i in 0..SAMPLES {
+        let sample = &raw[i * step..i * step + SAMPLE_LEN];
+        total += sample.len();
+        packed += lz4_flex::block::compress(sample).len();
+    }
+    packed + total / 32 < total
+}
+
 /// Encodes one piece of raw bytes for storage.
 pub fn encode(raw: &[u8], compression: Compression, level: i32) -> Vec<u8> {
     let compressed = match compression {
         _ if raw.len() < MIN_COMPRESS => None,
+        _ if !looks_compressible(raw) => None,
         Compression::None => None,
         Compression::Zstd => zstd_compress(raw, level).map(|c| (ZSTD, c)),
         Compression::Lz4 => Some((LZ4, lz4_flex::block::compress(raw))),
@@ -91,6 +116,37 @@ pub fn decode(stored: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sampling_skips_random_pieces_and_keeps_compressible_ones() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let random: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(!looks_compressible(&random));
+        assert!(is_raw(&encode(&random, Compression::Zstd, 1)));
+        let text: Vec<u8> = b"fn main() { println!(\"hello\"); }\n"
+            .iter()
+            .cycle()
+            .take(1 << 20)
+            .copied()
+            .collect();
+        assert!(looks_compressible(&text));
+        assert!(!is_raw(&encode(&text, Compression::Zstd, 1)));
+        // Random with compressible stretches the samples land on still compresses.
+        let mut mixed = random.clone();
+        mixed[..600 << 10].fill(0);
+        assert!(!is_raw(&encode(&mixed, Compression::Zstd, 1)));
+        assert_eq!(
+            decode(&encode(&mixed, Compression::Zstd, 1), mixed.len()).unwrap(),
+            mixed
+        );
+    }
 
     #[test]
     fn round_trip_each_codec() {
