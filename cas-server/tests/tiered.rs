@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::remote::*;
 use common::{noise, req, Server};
-use reprovm_sdk::object_store::ObjectStoreCas;
 use reprovm_sdk::{Cas, CasExt, Digest, HttpCas, RetryPolicy};
 
 fn blobs() -> Vec<Bytes> {
@@ -251,18 +250,7 @@ async fn s3_outage_backlog_survives_restart_and_drains() {
     let _moto = moto(port);
     backlog_drained(&s).await;
 
-    let bucket = ObjectStoreCas::from_url(
-        "s3://cache/team",
-        [
-            ("aws_endpoint", format!("http://127.0.0.1:{port}")),
-            ("aws_allow_http", "true".into()),
-            ("aws_region", "us-east-1".into()),
-            ("aws_access_key_id", "test".into()),
-            ("aws_secret_access_key", "test".into()),
-        ]
-        .map(|(k, v)| (k.to_string(), v)),
-    )
-    .unwrap();
+    let bucket = moto_bucket(port);
     let started = Instant::now();
     assert_eq!(
         bucket.find_missing(&digests).await.unwrap(),

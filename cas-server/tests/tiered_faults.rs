@@ -172,18 +172,7 @@ async fn remote_outage_degrades_reads_and_never_fails_uploads() {
     // S3 back (moto starts empty): the backlog drains into the bucket.
     let _moto = moto(port);
     backlog_drained(&s).await;
-    let bucket = ObjectStoreCas::from_url(
-        "s3://cache/team",
-        [
-            ("aws_endpoint", format!("http://127.0.0.1:{port}")),
-            ("aws_allow_http", "true".into()),
-            ("aws_region", "us-east-1".into()),
-            ("aws_access_key_id", "test".into()),
-            ("aws_secret_access_key", "test".into()),
-        ]
-        .map(|(k, v)| (k.to_string(), v)),
-    )
-    .unwrap();
+    let bucket = moto_bucket(port);
     for (d, data) in &uploaded {
         let got = bucket
             .get_bytes(&Digest::parse(d).unwrap())

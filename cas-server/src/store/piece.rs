@@ -117,17 +117,22 @@ pub fn decode(stored: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn sampling_skips_random_pieces_and_keeps_compressible_ones() {
+    /// Incompressible bytes (xorshift).
+    fn noise(len: usize) -> Vec<u8> {
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let random: Vec<u8> = (0..1 << 20)
+        (0..len)
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
                 x as u8
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn sampling_skips_random_pieces_and_keeps_compressible_ones() {
+        let random = noise(1 << 20);
         assert!(!looks_compressible(&random));
         assert!(is_raw(&encode(&random, Compression::Zstd, 1)));
         let text: Vec<u8> = b"fn main() { println!(\"hello\"); }\n"
@@ -151,15 +156,7 @@ mod tests {
     #[test]
     fn round_trip_each_codec() {
         let text = b"hello hello hello hello hello hello hello hello".repeat(100);
-        let mut x = 0x9E3779B97F4A7C15u64;
-        let noise: Vec<u8> = (0..5000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let noise = noise(5000);
         for c in [Compression::Zstd, Compression::Lz4, Compression::None] {
             for data in [&text[..], &noise[..], &[][..]] {
                 let enc = encode(data, c, 3);

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use reprovm_sdk::object_store::ObjectStoreCas;
+
 use super::{req, Server};
 
 pub fn free_port() -> u16 {
@@ -97,4 +99,20 @@ pub async fn backlog_drained(s: &Server) {
         st["remote"]["sync_backlog"] == 0
     })
     .await;
+}
+
+/// The bucket that `s3_config(port)` names, opened directly (to check what reached it).
+pub fn moto_bucket(port: u16) -> ObjectStoreCas {
+    ObjectStoreCas::from_url(
+        "s3://cache/team",
+        [
+            ("aws_endpoint", format!("http://127.0.0.1:{port}")),
+            ("aws_allow_http", "true".into()),
+            ("aws_region", "us-east-1".into()),
+            ("aws_access_key_id", "test".into()),
+            ("aws_secret_access_key", "test".into()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    )
+    .unwrap()
 }
