@@ -120,3 +120,5 @@ for sc in "${scenarios[@]}"; do
 done
 echo
 echo "runs per cell: $runs (median); loop-mounted ext4: ${loop:-no}; pinning: ${pin_server:-none}"
+hwm() { awk '/VmHWM/ {printf "%.0f MiB", $2 / 1024}' "/proc/$1/status" 2>/dev/null; }
+echo "peak RSS over the whole run: cas-server $(hwm "$cas_pid"), nginx worker $(hwm "$nginx_worker")"

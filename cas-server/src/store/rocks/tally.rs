@@ -145,4 +145,32 @@ mod tests {
         assert_eq!(s.counters().blobs.load(Ordering::Relaxed), 4);
         assert_eq!(s.sync_backlog(), 4);
     }
+
+    #[test]
+    fn a_store_without_the_record_is_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            min_free_space: 0,
+            ..StoreOptions::default()
+        };
+        {
+            let s = RocksStore::open(dir.path(), opts.clone()).unwrap();
+            for i in 0..3u8 {
+                let data = vec![i; 100];
+                s.put_reader(&Digest::of_blake3(&data), Some(100), &data[..]).unwrap();
+            }
+            // As a store written before the count record and the data-id lease existed.
+            let default = s.cf(rocksdb::DEFAULT_COLUMN_FAMILY_NAME);
+            s.db().delete_cf(&default, TALLY_KEY).unwrap();
+            s.db().delete_cf(&default, DATA_ID_LEASE_KEY).unwrap();
+        }
+        let s = RocksStore::open(dir.path(), opts.clone()).unwrap();
+        assert_eq!(s.counters().blobs.load(Ordering::Relaxed), 3);
+        assert_eq!(s.counters().logical_bytes.load(Ordering::Relaxed), 300);
+        let t = s.read_tally().unwrap().expect("written at the first open");
+        assert_eq!((t.blobs, t.bytes), (3, 300));
+        drop(s);
+        let s = RocksStore::open(dir.path(), opts).unwrap();
+        assert_eq!(s.counters().blobs.load(Ordering::Relaxed), 3);
+    }
 }
