@@ -57,6 +57,9 @@ struct Memo {
     dirs: FxHashSet<String>,
     /// Normalized relative paths of files: their `stat`, or `None` when missing.
     files: FxHashMap<String, Option<Stat>>,
+    /// Every path of the manifest was checked ([`Workspace::all_checked`]) and nothing was
+    /// forgotten since: [`Workspace::check`] has nothing to do.
+    all_checked: bool,
 }
 
 /// A file's `stat` (through symlinks), as [`Workspace::stat`] gives it.
@@ -131,6 +134,13 @@ impl Workspace {
         let mut memo = self.memo.lock().expect("memo");
         memo.dirs.clear();
         memo.files.clear();
+        memo.all_checked = false;
+    }
+
+    /// Says that every path the run will check has just been checked (`check_paths`), so that
+    /// checking again before anything is forgotten is free.
+    pub fn all_checked(&self) {
+        self.memo.lock().expect("memo").all_checked = true;
     }
 
     /// Forgets one file (after reprovm wrote it).
@@ -180,6 +190,9 @@ impl Workspace {
     /// (real directories, regular files) is not looked at again until [`Workspace::forget`].
     pub fn check(&self, rel: &str, norm: &str) -> Result<(), PathError> {
         let mut memo = self.memo.lock().expect("memo");
+        if memo.all_checked {
+            return Ok(());
+        }
         let known = |memo: &Memo, prefix: &str, last: bool| {
             if last {
                 memo.files.get(prefix).is_some_and(|s| !s.is_some_and(|s| s.link))

@@ -195,6 +195,10 @@ fn run_command(
     }
 
     let _lock = take_lock(hi, shutdown)?;
+    if !hi.lock_wait.is_zero() {
+        // We may have waited for another run, which may have changed the workspace.
+        ws.forget();
+    }
     if hi.clean_cache {
         clean_local(hi, &plain)?;
         audit.record(
@@ -357,6 +361,7 @@ pub(crate) fn check_paths(graph: &Graph, ws: &Workspace) -> anyhow::Result<()> {
             }
         }
     }
+    ws.all_checked();
     Ok(())
 }
 

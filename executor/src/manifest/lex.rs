@@ -4,13 +4,13 @@
 //! A `#` starts a comment only as the first non-blank character of a line: commands often contain
 //! `#` (shell comments, `$#`, URLs), so a trailing `#` is part of the value.
 
-/// What one line holds.
+/// What one line holds (borrowing the manifest text).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Token {
+pub enum Token<'a> {
     /// `task NAME` optionally followed by `{`.
     Task {
         /// The task name.
-        name: String,
+        name: &'a str,
         /// Whether the `{` is on the same line.
         brace: bool,
     },
@@ -21,9 +21,9 @@ pub enum Token {
     /// `key = value` (the value trimmed, possibly empty).
     Field {
         /// Field name.
-        key: String,
+        key: &'a str,
         /// Raw value text.
-        value: String,
+        value: &'a str,
         /// Column where the value starts.
         value_col: usize,
     },
@@ -31,9 +31,9 @@ pub enum Token {
 
 /// A token and where it starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Spanned {
+pub struct Spanned<'a> {
     /// The token.
-    pub token: Token,
+    pub token: Token<'a>,
     /// 1-based line.
     pub line: usize,
     /// 1-based column of its first character.
@@ -89,7 +89,7 @@ fn check_controls(text: &str, line: usize) -> Result<(), LexError> {
 }
 
 /// Splits `src` into tokens.
-pub fn lex(src: &str) -> Result<Vec<Spanned>, LexError> {
+pub fn lex(src: &str) -> Result<Vec<Spanned<'_>>, LexError> {
     let mut out = Vec::new();
     for (i, raw) in src.lines().enumerate() {
         let line = i + 1;
@@ -143,10 +143,7 @@ pub fn lex(src: &str) -> Result<Vec<Spanned>, LexError> {
                     ),
                 ));
             }
-            Token::Task {
-                name: name.to_string(),
-                brace,
-            }
+            Token::Task { name, brace }
         } else if let Some((key, value)) = body.split_once('=') {
             let key = key.trim_end();
             if key.is_empty() || key.len() > MAX_NAME || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -155,8 +152,8 @@ pub fn lex(src: &str) -> Result<Vec<Spanned>, LexError> {
             let after = value.chars().take_while(|c| c.is_whitespace()).count();
             let value_col = col + body.chars().take_while(|c| *c != '=').count() + 1 + after;
             Token::Field {
-                key: key.to_string(),
-                value: value.trim().to_string(),
+                key,
+                value: value.trim(),
                 value_col,
             }
         } else {
@@ -188,10 +185,7 @@ mod tests {
         assert_eq!((toks[1].line, toks[1].col), (3, 3));
         match &toks[1].token {
             Token::Field { key, value, value_col } => {
-                assert_eq!(
-                    (key.as_str(), value.as_str(), *value_col),
-                    ("cmd", "echo # not a comment", 9)
-                );
+                assert_eq!((*key, *value, *value_col), ("cmd", "echo # not a comment", 9));
             }
             t => panic!("{t:?}"),
         }

@@ -54,7 +54,7 @@ pub fn parse_str(path: &Path, src: &str) -> Result<Manifest, ManifestError> {
     };
     let tokens = lex(src).map_err(|e| err(e.line, e.col, e.message))?;
     let mut tasks: Vec<Task> = Vec::new();
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
     let mut iter = tokens.into_iter().peekable();
     while let Some(Spanned { token, line, col }) = iter.next() {
         let (name, brace) = match token {
@@ -71,16 +71,16 @@ pub fn parse_str(path: &Path, src: &str) -> Result<Manifest, ManifestError> {
                 None => return Err(err(line, col, format!("expected `{{` after `task {name}`"))),
             }
         }
-        if let Some(first) = seen.get(&name) {
+        if let Some(first) = seen.get(name) {
             return Err(err(
                 line,
                 col,
                 format!("duplicate task name `{name}` (first defined on line {first})"),
             ));
         }
-        seen.insert(name.clone(), line);
+        seen.insert(name, line);
         let mut task = Task {
-            name: name.clone(),
+            name: name.to_string(),
             line,
             ..Task::default()
         };
@@ -121,30 +121,30 @@ pub fn parse_str(path: &Path, src: &str) -> Result<Manifest, ManifestError> {
                         return Err(err(fl, fc, format!("field `{key}` given twice (first on line {prev})")));
                     }
                     let verr = |m: String| err(fl, value_col, m);
-                    match key.as_str() {
+                    match key {
                         "cmd" => {
                             if value.is_empty() {
                                 return Err(verr(format!("task `{name}` has an empty `cmd`")));
                             }
-                            task.cmd = value;
+                            task.cmd = value.to_string();
                             has_cmd = true;
                         }
-                        "inputs" => task.inputs = list(&value),
-                        "outputs" => task.outputs = list(&value),
+                        "inputs" => task.inputs = list(value),
+                        "outputs" => task.outputs = list(value),
                         "deps" => {
-                            task.deps = list(&value);
+                            task.deps = list(value);
                             if let Some(bad) = task.deps.iter().find(|d| !is_task_name(d)) {
                                 return Err(verr(format!("invalid dependency name {}", quote(bad))));
                             }
                         }
-                        "env" => task.env = env_list(&value).map_err(verr)?,
+                        "env" => task.env = env_list(value).map_err(verr)?,
                         "timeout" => {
-                            let secs = parse_secs(&value).map_err(verr)?;
+                            let secs = parse_secs(value).map_err(verr)?;
                             task.timeout = Some(Duration::from_secs_f64(secs));
                         }
                         "retries" => {
                             task.retries = Some(value.parse().map_err(|_| {
-                                verr(format!("`retries` must be a whole number, found {}", quote(&value)))
+                                verr(format!("`retries` must be a whole number, found {}", quote(value)))
                             })?)
                         }
                         _ => unreachable!("checked against FIELDS"),

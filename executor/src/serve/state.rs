@@ -244,6 +244,8 @@ impl State {
             shutdown: self.shutdown.clone(),
             state: crate::state::State::load(self.state_file.clone(), &self.store.describe),
         };
+        // What was seen at start-up or in the last run is stale by now.
+        self.ws.forget();
         let report = Runner::new(&self.graph, &self.ws, self.store.cas.clone(), opts, &reporter)
             .run(&selected)
             .await;
