@@ -178,7 +178,7 @@ mod tests {
         assert_eq!(
             toks[0].token,
             Token::Task {
-                name: "a".into(),
+                name: "a",
                 brace: true
             }
         );
@@ -192,8 +192,8 @@ mod tests {
         assert_eq!(
             toks[2].token,
             Token::Field {
-                key: "deps".into(),
-                value: "".into(),
+                key: "deps",
+                value: "",
                 value_col: 9
             }
         );
