@@ -4,10 +4,11 @@
 //! The `metrics` crate has one global recorder per process; [`Metrics::install`]
 //! sets it once and every later call shares the same handle.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -16,6 +17,20 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 #[derive(Clone)]
 pub struct Metrics {
     handle: PrometheusHandle,
+    /// The per-request series by (route, method, status), looked up once each: building a
+    /// labelled key (two label strings, a hash, a registry lookup) on every request cost more
+    /// than the increment.
+    requests: Arc<RwLock<HashMap<RequestKey, (Counter, Histogram)>>>,
+}
+
+type RequestKey = (&'static str, &'static str, u16);
+
+/// A method's name as a static string (the label of an unusual method is `other`).
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+    ];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -76,13 +91,31 @@ impl Metrics {
             })
             .clone();
         register_all();
-        Self { handle }
+        Self {
+            handle,
+            requests: Arc::default(),
+        }
     }
 
     /// Records one answered request.
     pub fn request(&self, route: &'static str, method: &str, status: u16, elapsed: Duration) {
-        counter!("reprovm_http_requests_total", "route" => route, "method" => method.to_string(), "status" => status.to_string()).increment(1);
-        histogram!("reprovm_http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
+        let key = (route, method_label(method), status);
+        let cached = self
+            .requests
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let (count, latency) = cached.unwrap_or_else(|| {
+            let series = (
+                counter!("reprovm_http_requests_total", "route" => route, "method" => key.1, "status" => status.to_string()),
+                histogram!("reprovm_http_request_duration_seconds", "route" => route),
+            );
+            let mut map = self.requests.write().unwrap_or_else(|p| p.into_inner());
+            map.entry(key).or_insert(series).clone()
+        });
+        count.increment(1);
+        latency.record(elapsed.as_secs_f64());
     }
 
     /// Request body bytes received.
