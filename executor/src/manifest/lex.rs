@@ -90,9 +90,19 @@ fn check_controls(text: &str, line: usize) -> Result<(), LexError> {
 
 /// Splits `src` into tokens.
 pub fn lex(src: &str) -> Result<Vec<Spanned<'_>>, LexError> {
-    let mut out = Vec::new();
-    for (i, raw) in src.lines().enumerate() {
-        let line = i + 1;
+    tokens(src).collect()
+}
+
+/// The tokens of `src` one line at a time, as [`lex`] gives them, without holding them all.
+pub fn tokens(src: &str) -> impl Iterator<Item = Result<Spanned<'_>, LexError>> {
+    src.lines()
+        .enumerate()
+        .filter_map(|(i, raw)| line_token(i + 1, raw).transpose())
+}
+
+/// The token of one line (`None` for a blank or comment line).
+fn line_token(line: usize, raw: &str) -> Result<Option<Spanned<'_>>, LexError> {
+    {
         let text = raw.trim_end_matches('\r');
         if text.len() > MAX_LINE {
             return Err(LexError {
@@ -110,7 +120,7 @@ pub fn lex(src: &str) -> Result<Vec<Spanned<'_>>, LexError> {
         let body = body.trim_end();
         let col = indent + 1;
         if body.is_empty() || body.starts_with('#') {
-            continue;
+            return Ok(None);
         }
         let err = |c: usize, m: String| LexError {
             line,
@@ -162,9 +172,8 @@ pub fn lex(src: &str) -> Result<Vec<Spanned<'_>>, LexError> {
                 format!("expected `task NAME {{`, `key = value` or `}}`, found {}", quote(body)),
             ));
         };
-        out.push(Spanned { token, line, col });
+        Ok(Some(Spanned { token, line, col }))
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -175,13 +184,7 @@ mod tests {
     fn tokens_and_columns() {
         let toks = lex("# c\ntask a {\n  cmd = echo # not a comment\n  deps =\n}\n").unwrap();
         assert_eq!(toks.len(), 4);
-        assert_eq!(
-            toks[0].token,
-            Token::Task {
-                name: "a",
-                brace: true
-            }
-        );
+        assert_eq!(toks[0].token, Token::Task { name: "a", brace: true });
         assert_eq!((toks[1].line, toks[1].col), (3, 3));
         match &toks[1].token {
             Token::Field { key, value, value_col } => {

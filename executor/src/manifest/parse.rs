@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::lex::{is_task_name, lex, quote, Spanned, Token};
+use super::lex::{is_task_name, quote, tokens, Spanned, Token};
 use super::model::{Manifest, Task};
 
 /// Fields a task may have.
@@ -52,11 +52,11 @@ pub fn parse_str(path: &Path, src: &str) -> Result<Manifest, ManifestError> {
         col,
         message,
     };
-    let tokens = lex(src).map_err(|e| err(e.line, e.col, e.message))?;
+    let mut lexed = tokens(src);
+    let mut next = || lexed.next().transpose().map_err(|e| err(e.line, e.col, e.message));
     let mut tasks: Vec<Task> = Vec::new();
     let mut seen: HashMap<&str, usize> = HashMap::new();
-    let mut iter = tokens.into_iter().peekable();
-    while let Some(Spanned { token, line, col }) = iter.next() {
+    while let Some(Spanned { token, line, col }) = next()? {
         let (name, brace) = match token {
             Token::Task { name, brace } => (name, brace),
             Token::Field { key, .. } => {
@@ -65,7 +65,7 @@ pub fn parse_str(path: &Path, src: &str) -> Result<Manifest, ManifestError> {
             Token::Open | Token::Close => return Err(err(line, col, "expected `task NAME {`".into())),
         };
         if !brace {
-            match iter.next() {
+            match next()? {
                 Some(Spanned { token: Token::Open, .. }) => {}
                 Some(s) => return Err(err(s.line, s.col, format!("expected `{{` after `task {name}`"))),
                 None => return Err(err(line, col, format!("expected `{{` after `task {name}`"))),
@@ -92,7 +92,7 @@ pub fn parse_str(path: &Path, src: &str) -> Result<Manifest, ManifestError> {
                 token,
                 line: fl,
                 col: fc,
-            }) = iter.next()
+            }) = next()?
             else {
                 return Err(err(line, col, format!("task `{name}` is not closed: missing `}}`")));
             };
