@@ -145,10 +145,14 @@ impl RocksStore {
         let mut keys: Vec<([u8; DIGEST_LEN + 1], usize)> =
             digests.iter().enumerate().map(|(i, d)| (meta_key(d), i)).collect();
         keys.sort_unstable();
+        // Only presence is read here (a GET reads and verifies the record and the bytes again), so
+        // RocksDB's block checksums, a third of this call's time at 1M blobs, are not checked.
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_verify_checksums(false);
         let found = self
             .inner
             .db
-            .batched_multi_get_cf(&cf, keys.iter().map(|(k, _)| k), true);
+            .batched_multi_get_cf_opt(&cf, keys.iter().map(|(k, _)| k), true, &opts);
         let mut absent = vec![false; digests.len()];
         for ((_, i), r) in keys.iter().zip(found) {
             absent[*i] = r.map_err(db_err)?.is_none();
