@@ -69,7 +69,11 @@ pub async fn run(config: &Config, command: SyncCommand) -> anyhow::Result<i32> {
             let parallel = config.remote.as_ref().map_or(8, |r| r.uploaders);
             let mut failed_rounds = 0;
             while local.sync_backlog() > 0 {
+                let before = tier.status.uploads.load(Ordering::Relaxed);
                 let (_, failed) = tier.push_round(parallel).await?;
+                if failed == 0 && tier.status.uploads.load(Ordering::Relaxed) == before {
+                    break; // nothing left to take (the count may be ahead of the queue)
+                }
                 if failed > 0 {
                     failed_rounds += 1;
                     if failed_rounds >= 3 {

@@ -185,17 +185,7 @@ async fn a_corrupt_meta_record_is_an_error_not_a_crash() {
         c.put_bytes(good.clone()).await.unwrap();
         assert_eq!(s.terminate(), Some(0));
     }
-    {
-        let store = cas_server::RocksStore::open(&data_dir, Default::default()).unwrap();
-        let db = store.db();
-        let cf = db.cf_handle("meta").unwrap();
-        let mut key = vec![bad_d.kind().tag()];
-        key.extend_from_slice(bad_d.as_bytes());
-        let mut record = db.get_cf(&cf, &key).unwrap().expect("meta record");
-        record[9..13].copy_from_slice(&0u32.to_be_bytes()); // piece_size = 0
-        db.put_cf(&cf, &key, &record).unwrap();
-        store.flush().unwrap();
-    }
+    zero_piece_size(&data_dir, &bad_d);
     let s = Server::start(&data_dir, &[]);
     let (st, _, body) = req(&s, "GET", &format!("/v1/blobs/{bad_d}"), &[], "").await;
     assert_eq!((st, error_code(&body).as_str()), (500, "corrupt"));
@@ -204,6 +194,10 @@ async fn a_corrupt_meta_record_is_an_error_not_a_crash() {
     let (st, _, body) = req(&s, "GET", &format!("/v1/blobs/{good_d}"), &[], "").await;
     assert_eq!((st, body), (200, good.clone()), "the other blob is served");
     assert_eq!(req(&s, "GET", "/health", &[], "").await.0, 200, "the server is alive");
+    // GET cannot serve it, so blobs:missing must not call it present (a client would never re-upload).
+    let c = HttpCas::new(s.url()).unwrap();
+    assert_eq!(c.find_missing(&[bad_d, good_d]).await.unwrap(), vec![bad_d]);
+    assert_eq!(stored_blobs(&s).await, 2, "the corrupt record still counts");
     assert_eq!(s.terminate(), Some(0));
 
     let (code, out) = verify(&data_dir, false);
@@ -222,4 +216,75 @@ async fn a_corrupt_meta_record_is_an_error_not_a_crash() {
     let c = HttpCas::new(s.url()).unwrap();
     c.put_bytes(bad.clone()).await.unwrap();
     assert_eq!(c.get_bytes(&bad_d).await.unwrap(), bad, "and heals with a PUT");
+}
+
+/// Writes a piece size of 0 into a blob's meta record (server stopped).
+fn zero_piece_size(data_dir: &Path, d: &Digest) {
+    let store = cas_server::RocksStore::open(data_dir, Default::default()).unwrap();
+    let db = store.db();
+    let cf = db.cf_handle("meta").unwrap();
+    let mut key = vec![d.kind().tag()];
+    key.extend_from_slice(d.as_bytes());
+    let mut record = db.get_cf(&cf, &key).unwrap().expect("meta record");
+    record[9..13].copy_from_slice(&0u32.to_be_bytes());
+    db.put_cf(&cf, &key, &record).unwrap();
+    store.flush().unwrap();
+}
+
+async fn stored_blobs(s: &Server) -> u64 {
+    let (_, _, b) = req(s, "GET", "/v1/stats", &[], "").await;
+    serde_json::from_slice::<serde_json::Value>(&b).unwrap()["blobs"]
+        .as_u64()
+        .unwrap()
+}
+
+/// An upload with `Expect: 100-continue` (curl's default for bodies over 1 KiB) replaces a corrupt
+/// record instead of failing on it, and the count stays right.
+#[tokio::test]
+async fn an_upload_heals_a_corrupt_meta_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let bad = noise(9, 200_000);
+    let bad_d = Digest::of_blake3(&bad);
+    {
+        let s = Server::start(&data_dir, &[]);
+        HttpCas::new(s.url())
+            .unwrap()
+            .put_bytes(Bytes::from(bad.clone()))
+            .await
+            .unwrap();
+        assert_eq!(s.terminate(), Some(0));
+    }
+    zero_piece_size(&data_dir, &bad_d);
+    let s = Server::start(&data_dir, &[]);
+    let file = dir.path().join("bad");
+    std::fs::write(&file, &bad).unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "PUT",
+            "-H",
+            "Expect: 100-continue",
+        ])
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg(format!("{}/v1/blobs/{bad_d}", s.url()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "201",
+        "the upload replaces the corrupt record"
+    );
+    let (st, _, body) = req(&s, "GET", &format!("/v1/blobs/{bad_d}"), &[], "").await;
+    assert_eq!((st, body.len()), (200, bad.len()));
+    assert_eq!(stored_blobs(&s).await, 1, "replaced, not added");
+    assert_eq!(s.terminate(), Some(0));
+    let s = Server::start(&data_dir, &[]);
+    assert_eq!(stored_blobs(&s).await, 1, "and so after a restart");
 }

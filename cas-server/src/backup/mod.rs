@@ -255,6 +255,8 @@ impl BackupDir {
     pub fn backup_store(&self, store: &RocksStore) -> Result<BackupInfo> {
         let mut engine = self.engine()?;
         let before = engine.get_backup_info().iter().map(|i| i.backup_id).max();
+        // No commit of WAL-less pieces may fall between the backup's flush and its file list.
+        let _paused = store.pause_unlogged_commits();
         engine
             .create_new_backup_flush(store.db(), true)
             .map_err(rocks_err(format!("backing up {}", store.path().display())))?;

@@ -39,7 +39,7 @@ impl RocksStore {
             return Ok((0, 0));
         }
         let need = stored - target;
-        let check_queue = self.sync_backlog() > 0;
+        let check_queue = self.options().track_sync;
         // A max-heap of the oldest candidates: the newest leaves as soon as the others suffice.
         let (mut heap, mut heap_bytes) = (BinaryHeap::<Candidate>::new(), 0u64);
         let mut atimes = self.db().iterator_cf(self.cf(CF_ATIME), IteratorMode::Start).peekable();

@@ -71,8 +71,8 @@ fn looks_compressible(raw: &[u8]) -> bool {
 pub fn encode(raw: &[u8], compression: Compression, level: i32) -> Vec<u8> {
     let compressed = match compression {
         _ if raw.len() < MIN_COMPRESS => None,
-        _ if !looks_compressible(raw) => None,
         Compression::None => None,
+        _ if !looks_compressible(raw) => None,
         Compression::Zstd => zstd_compress(raw, level).map(|c| (ZSTD, c)),
         Compression::Lz4 => Some((LZ4, lz4_flex::block::compress(raw))),
     };

@@ -336,6 +336,10 @@ impl Cas for TieredStore {
         if local_missing.is_empty() {
             return Ok(local_missing);
         }
+        if self.remote_usable().is_err() {
+            // Remote down: not even what it is known to hold can be fetched now.
+            return Ok(local_missing);
+        }
         let lm = local_missing.clone();
         let known = self.blocking(move |l| l.remote_known(&lm)).await?;
         let ask: Vec<Digest> = local_missing

@@ -174,7 +174,8 @@ async fn put(state: &AppState, digest: Digest, req: Request<Incoming>) -> Handle
     let expects_continue = header_str(headers, header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
     // The client waits for our go-ahead: when we have the blob, say so instead. Asked of the
     // local tier only: a remote outage must never hold up or fail an upload the local tier takes.
-    if expects_continue && state.local.stat(&digest).await?.is_some() {
+    // A record the local tier cannot read counts as absent here: the upload replaces it.
+    if expects_continue && matches!(state.local.stat(&digest).await, Ok(Some(_))) {
         return Ok(Response::builder()
             .status(StatusCode::OK)
             .header(header::ETAG, etag(&digest))

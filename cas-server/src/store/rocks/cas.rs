@@ -1,6 +1,7 @@
 //! The async [`Cas`] face of the store: each call runs on the blocking pool.
 
 use super::read::stream_pieces;
+use super::write::Committed;
 use super::*;
 
 /// Largest one-piece blob read without a trip to the blocking pool.
@@ -72,8 +73,13 @@ impl Cas for RocksStore {
             // A small upload is gathered here, then hashed and committed on this thread: one
             // memtable write and one WAL append (no fsync) cost less than the hand-off to the
             // blocking pool and back, which dominated small PUTs.
+            // If RocksDB stalls writes or the commit lock is busy, the commit gives way and the
+            // upload goes to the blocking pool instead of holding up this worker.
             let bytes = gather(body, n).await?;
-            return self.put_reader(&d, size, &bytes[..]);
+            return match self.put_inline(&d, size, &bytes[..])? {
+                Committed::Done(outcome) => Ok(outcome),
+                Committed::WouldBlock => self.blocking(move |s| s.put_reader(&d, size, &bytes[..])).await,
+            };
         }
         let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
         self.blocking(move |s| s.put_reader(&d, size, reader)).await

@@ -5,6 +5,9 @@ use super::*;
 const META_VERSION: u8 = 1;
 /// The data id of a blob without pieces (the empty blob); no upload is given it.
 pub(crate) const NO_DATA: u64 = 0;
+/// Largest piece size a record may name (the store writes 1 MiB pieces); more is corruption, and
+/// decoding such a piece would allocate that much.
+const MAX_PIECE_SIZE: u32 = 64 << 20;
 const META_LEN: usize = 1 + 8 + 4 + 8 + 8;
 
 /// What the meta record of a blob says.
@@ -46,8 +49,14 @@ impl BlobMeta {
             data_id: u64_at(13),
             stored_at: u64_at(21),
         };
-        if meta.piece_size == 0 {
-            return Err(CasError::Corrupt("meta record with a piece size of 0".into()));
+        if meta.piece_size == 0 || meta.piece_size > MAX_PIECE_SIZE {
+            return Err(CasError::Corrupt(format!(
+                "meta record with a piece size of {}",
+                meta.piece_size
+            )));
+        }
+        if meta.data_id == u64::MAX {
+            return Err(CasError::Corrupt("meta record with data id u64::MAX".into()));
         }
         if meta.size > 0 && meta.data_id == NO_DATA {
             return Err(CasError::Corrupt(format!(
@@ -62,6 +71,12 @@ impl BlobMeta {
             )));
         }
         Ok(meta)
+    }
+
+    /// The size field of a record of the right length, even one that does not decode (for
+    /// keeping the counts right when a corrupt record is removed or replaced).
+    pub(crate) fn raw_size(b: &[u8]) -> Option<u64> {
+        (b.len() == META_LEN).then(|| u64::from_be_bytes(b[1..9].try_into().expect("8 bytes")))
     }
 
     /// Number of pieces.
@@ -92,6 +107,12 @@ mod tests {
     #[test]
     fn corrupt_records_are_errors_not_panics() {
         assert!(BlobMeta::decode(&record(10, 0, 1)).is_err(), "piece size 0");
+        assert!(BlobMeta::decode(&record(10, u32::MAX, 1)).is_err(), "piece size 4 GiB");
+        assert!(
+            BlobMeta::decode(&record(10, 1 << 20, u64::MAX)).is_err(),
+            "data id at the end"
+        );
+        assert_eq!(BlobMeta::raw_size(&record(10, 0, 1)), Some(10));
         assert!(
             BlobMeta::decode(&record(10, 1 << 20, NO_DATA)).is_err(),
             "data without an id"

@@ -151,6 +151,9 @@ struct Inner {
     counters: StoreCounters,
     /// Length of the sync queue (see `sync_queue.rs`).
     sync_backlog: AtomicU64,
+    /// Held shared by a commit of WAL-less pieces (flush, then batch), exclusively by an online
+    /// backup, so that a backup never holds a blob's meta record without its flushed pieces.
+    unlogged_commits: std::sync::RwLock<()>,
 }
 
 /// The embedded RocksDB blob store. Cheap to clone.
@@ -273,6 +276,7 @@ impl RocksStore {
                 pending_atime: Mutex::default(),
                 counters: StoreCounters::default(),
                 sync_backlog: AtomicU64::new(0),
+                unlogged_commits: std::sync::RwLock::new(()),
             }),
         };
         store.recover()?;
@@ -296,7 +300,11 @@ impl RocksStore {
         let mut abandoned = 0;
         for item in db.iterator_cf(&staging, IteratorMode::Start) {
             let (k, _) = item.map_err(db_err)?;
-            let id = u64::from_be_bytes(k[..8].try_into().map_err(|_| CasError::Corrupt("staging key".into()))?);
+            let id = k
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| CasError::Corrupt("staging key".into()))?;
             let mut batch = WriteBatch::default();
             batch.delete_range_cf(&data, piece_key(id, 0), piece_key(id + 1, 0));
             batch.delete_cf(&staging, k);
@@ -337,7 +345,10 @@ impl RocksStore {
                     // A corrupt record must not keep the store from opening: reads of that blob
                     // fail (500 `corrupt`) and `cas-server verify` reports it.
                     let Ok(meta) = BlobMeta::decode(&v) else {
+                        // Counted as stored (a delete or an upload over it takes it back off).
                         unreadable += 1;
+                        blobs += 1;
+                        bytes += BlobMeta::raw_size(&v).unwrap_or(0) as i64;
                         continue;
                     };
                     blobs += 1;
@@ -478,24 +489,38 @@ impl RocksStore {
             pending.len() >= ATIME_BATCH
         };
         if full {
-            self.flush_atimes();
+            // Reads run on async workers: during a RocksDB write stall the batch waits for later.
+            self.write_atimes(true);
         }
     }
 
     /// Writes the gathered access times.
     pub fn flush_atimes(&self) {
+        self.write_atimes(false);
+    }
+
+    /// Writes the gathered access times; with `give_way`, a write stall keeps them for the next time.
+    fn write_atimes(&self, give_way: bool) {
         let pending = std::mem::take(&mut *self.inner.pending_atime.lock().unwrap_or_else(|p| p.into_inner()));
         if pending.is_empty() {
             return;
         }
         let mut batch = WriteBatch::default();
-        for (k, t) in pending {
+        for (k, t) in &pending {
             batch.put_cf(self.cf(CF_ATIME), k, t.to_be_bytes());
         }
         let mut w = WriteOptions::default();
         w.disable_wal(true);
-        if let Err(e) = self.inner.db.write_opt(batch, &w) {
-            tracing::warn!(error = %e, "could not record access times");
+        w.set_no_slowdown(give_way);
+        match self.inner.db.write_opt(batch, &w) {
+            Ok(()) => {}
+            Err(e) if give_way && e.kind() == rocksdb::ErrorKind::Incomplete => {
+                let mut now = self.inner.pending_atime.lock().unwrap_or_else(|p| p.into_inner());
+                for (k, t) in pending {
+                    now.entry(k).or_insert(t); // a newer access wins
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not record access times"),
         }
     }
 
@@ -508,6 +533,21 @@ impl RocksStore {
     /// The queue-length counter (kept by `sync_queue.rs`).
     pub(crate) fn sync_backlog_counter(&self) -> &AtomicU64 {
         &self.inner.sync_backlog
+    }
+
+    /// Holds off commits of WAL-less pieces while the guard lives (for online backups).
+    pub fn pause_unlogged_commits(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.inner.unlogged_commits.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The commit lock of a digest if it is free now.
+    pub(super) fn try_lock_for(&self, digest: &Digest) -> Option<std::sync::MutexGuard<'_, ()>> {
+        let i = digest.as_bytes()[0] as usize % self.inner.commit_locks.len();
+        match self.inner.commit_locks[i].try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     /// The commit lock of a digest: held to check and change what is stored under it.

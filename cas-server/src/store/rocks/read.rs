@@ -29,6 +29,9 @@ impl ReadError {
     }
 }
 
+/// One-piece blobs at least this large are read without RocksDB's CRC (see `open_blob_tier`).
+const UNCHECKED_PIECE_MIN: u64 = 64 << 10;
+
 impl RocksStore {
     /// A point lookup; with `cached_only` it is answered from the memtables and
     /// the block cache, or fails with `NeedsIo` instead of touching the disk.
@@ -52,6 +55,9 @@ impl RocksStore {
     ) -> Result<Option<rocksdb::DBPinnableSlice<'_>>, ReadError> {
         let mut opts = rocksdb::ReadOptions::default();
         opts.set_verify_checksums(checksums);
+        // A block read without its checksum must not enter the shared block cache, where later
+        // reads that rely on the checksum would take it unchecked.
+        opts.fill_cache(checksums);
         if cached_only {
             opts.set_read_tier(rocksdb::ReadTier::BlockCache);
         }
@@ -123,9 +129,11 @@ impl RocksStore {
         let piece = if meta.size == 0 {
             Vec::new()
         } else {
-            // Verified against the digest below before any byte is sent: RocksDB's own CRC of
-            // the piece would check the same bytes a second time.
-            self.read_piece_tier(&meta, 0, cached_only, !self.inner.opts.verify_reads)?
+            // A large piece (a RocksDB blob-file value, never in the block cache) is verified
+            // against the digest below before any byte is sent, so RocksDB's own CRC of it would
+            // check the same bytes twice. Small pieces share SST blocks with others and keep it.
+            let checksums = !self.inner.opts.verify_reads || meta.size < UNCHECKED_PIECE_MIN;
+            self.read_piece_tier(&meta, 0, cached_only, checksums)?
         };
         self.touch(digest);
         // Small blobs are always verified, ranged or not: never send bytes that fail their digest.
@@ -145,17 +153,20 @@ impl RocksStore {
         let mut keys: Vec<([u8; DIGEST_LEN + 1], usize)> =
             digests.iter().enumerate().map(|(i, d)| (meta_key(d), i)).collect();
         keys.sort_unstable();
-        // Only presence is read here (a GET reads and verifies the record and the bytes again), so
-        // RocksDB's block checksums, a third of this call's time at 1M blobs, are not checked.
+        // Only presence is read here, so RocksDB's block checksums (a third of this call's time at
+        // 1M blobs) are not checked, and the blocks read stay out of the block cache (where reads
+        // that rely on the checksum would take them unchecked). A record that does not decode
+        // counts as missing: GET cannot serve it, and the client's upload replaces it.
         let mut opts = rocksdb::ReadOptions::default();
         opts.set_verify_checksums(false);
+        opts.fill_cache(false);
         let found = self
             .inner
             .db
             .batched_multi_get_cf_opt(&cf, keys.iter().map(|(k, _)| k), true, &opts);
         let mut absent = vec![false; digests.len()];
         for ((_, i), r) in keys.iter().zip(found) {
-            absent[*i] = r.map_err(db_err)?.is_none();
+            absent[*i] = r.map_err(db_err)?.is_none_or(|v| BlobMeta::decode(&v).is_err());
         }
         Ok(digests
             .iter()

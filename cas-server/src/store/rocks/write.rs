@@ -40,6 +40,16 @@ impl RocksStore {
         }
     }
 
+    /// The size a (corrupt) meta record still shows, 0 when it shows none.
+    pub(super) fn raw_meta_size(&self, digest: &Digest) -> Result<u64> {
+        let raw = self
+            .inner
+            .db
+            .get_cf(&self.cf(CF_META), meta_key(digest))
+            .map_err(db_err)?;
+        Ok(raw.and_then(|r| BlobMeta::raw_size(&r)).unwrap_or(0))
+    }
+
     /// Refuses (507) an upload of `incoming` bytes that would take the store past `max_size_hard_limit`.
     fn check_hard_limit(&self, incoming: u64) -> Result<()> {
         let Some(limit) = self.inner.opts.hard_limit else {
@@ -56,7 +66,27 @@ impl RocksStore {
 
     /// Stores the bytes of `reader` under `digest`, hashing while it writes.
     /// Synchronous: call from a blocking context.
-    pub fn put_reader(&self, digest: &Digest, size: Option<u64>, mut reader: impl Read) -> Result<PutOutcome> {
+    pub fn put_reader(&self, digest: &Digest, size: Option<u64>, reader: impl Read) -> Result<PutOutcome> {
+        match self.put_reader_with(digest, size, reader, false)? {
+            Committed::Done(outcome) => Ok(outcome),
+            Committed::WouldBlock => unreachable!("only inline commits give way"),
+        }
+    }
+
+    /// [`RocksStore::put_reader`] for a small upload on an async worker: instead of waiting for a
+    /// RocksDB write stall or a busy commit lock, it gives way (`WouldBlock`, nothing stored) so
+    /// that the caller can retry on the blocking pool.
+    pub(super) fn put_inline(&self, digest: &Digest, size: Option<u64>, bytes: &[u8]) -> Result<Committed> {
+        self.put_reader_with(digest, size, bytes, true)
+    }
+
+    fn put_reader_with(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+        mut reader: impl Read,
+        inline: bool,
+    ) -> Result<Committed> {
         let opts = &self.inner.opts;
         if let Some(size) = size {
             if size > opts.max_blob_size {
@@ -69,7 +99,7 @@ impl RocksStore {
         if self.holds_readable(digest)? {
             // Already stored: read the body to keep the connection usable, store nothing.
             std::io::copy(&mut reader.take(opts.max_blob_size), &mut std::io::sink()).map_err(body_err)?;
-            return Ok(PutOutcome::Existed);
+            return Ok(Committed::Done(PutOutcome::Existed));
         }
         self.check_space(size.unwrap_or(opts.piece_size as u64))?;
         // Checked before the body when its size is declared, and as it streams when it is not.
@@ -79,6 +109,7 @@ impl RocksStore {
             data_id: None,
             staged: false,
             unlogged: false,
+            inline,
         };
         let mut hasher = Hasher::new(digest.kind());
         // The piece buffer grows as bytes arrive, so a 4 KiB upload does not touch 1 MiB.
@@ -178,9 +209,9 @@ impl RocksStore {
         batch.delete_cf(&self.cf(CF_META), meta_key(digest));
         batch.delete_cf(self.cf(CF_ATIME), meta_key(digest));
         let unqueued = self.sync_remove_in(&mut batch, &SyncItem::Blob(*digest))?;
-        if let Some(m) = &meta {
-            self.tally_in(&mut batch, -1, -(m.size as i64), 0);
-        }
+        // Every record is counted, a corrupt one with the size it still shows (0 if none).
+        let size = meta.map_or_else(|| BlobMeta::raw_size(&raw).unwrap_or(0), |m| m.size);
+        self.tally_in(&mut batch, -1, -(size as i64), 0);
         // Only the blob's own pieces go. The empty blob has none (and in stores written before
         // data ids were leased, its id may since have been given to another blob).
         if let Some(meta) = meta.filter(|m| m.size > 0 && m.data_id != NO_DATA) {
@@ -195,14 +226,12 @@ impl RocksStore {
             .write_opt(batch, &self.write_opts(self.inner.opts.sync_writes))
             .map_err(db_err)?;
         self.sync_counted(false, unqueued);
-        if let Some(meta) = meta {
-            // Counted at open only when readable.
-            self.inner.counters.blobs.fetch_sub(1, Ordering::Relaxed);
-            self.inner
-                .counters
-                .logical_bytes
-                .fetch_sub(meta.size, Ordering::Relaxed);
-        }
+        let c = &self.inner.counters;
+        let sub = |a: &AtomicU64, n: u64| {
+            let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
+        };
+        sub(&c.blobs, 1);
+        sub(&c.logical_bytes, size);
         Ok(true)
     }
 }
@@ -215,6 +244,16 @@ struct Upload<'a> {
     staged: bool,
     /// Some pieces were written without the WAL (see `write_piece`).
     unlogged: bool,
+    /// Committed on an async worker: give way instead of blocking (see `put_inline`).
+    inline: bool,
+}
+
+/// How a commit ended.
+pub(super) enum Committed {
+    /// Stored, or already there.
+    Done(PutOutcome),
+    /// An inline commit would have had to wait; nothing was stored.
+    WouldBlock,
 }
 
 /// Pieces from this index on (8 MiB into an upload) are written without the WAL.
@@ -257,43 +296,67 @@ impl Upload<'_> {
             .map_err(db_err)
     }
 
-    fn commit(mut self, digest: &Digest, mut meta: BlobMeta, single_piece: Option<Vec<u8>>) -> Result<PutOutcome> {
+    fn commit(mut self, digest: &Digest, mut meta: BlobMeta, single_piece: Option<Vec<u8>>) -> Result<Committed> {
         let store = self.store;
+        // Unlogged pieces become durable with this flush, before the blob exists. An online
+        // backup waits for such a commit to end (flush and batch), and such commits for it.
+        let _unlogged_commit = self
+            .unlogged
+            .then(|| store.inner.unlogged_commits.read().unwrap_or_else(|p| p.into_inner()));
         if self.unlogged {
-            // Pieces written without the WAL become durable here, before the blob exists.
             store.inner.db.flush_cf(&store.cf(CF_DATA)).map_err(db_err)?;
         }
-        let _g = store.lock_for(digest);
-        if store.holds_readable(digest)? {
-            // A concurrent upload of the same blob committed first; ours is dropped.
-            return Ok(PutOutcome::Existed);
-        }
+        let _g = if self.inline {
+            match store.try_lock_for(digest) {
+                Some(g) => g,
+                None => return Ok(Committed::WouldBlock),
+            }
+        } else {
+            store.lock_for(digest)
+        };
+        // What is stored under the digest now: a readable blob (ours is dropped), nothing, or a
+        // corrupt record that this upload replaces (and whose count it takes over).
+        let replaced = match store.meta(digest) {
+            Ok(Some(_)) => return Ok(Committed::Done(PutOutcome::Existed)),
+            Ok(None) => None,
+            Err(CasError::Corrupt(_)) => Some(store.raw_meta_size(digest)?),
+            Err(e) => return Err(e),
+        };
         let mut batch = WriteBatch::default();
         if let Some(p) = &single_piece {
             batch.put_cf(&store.cf(CF_DATA), piece_key(self.data_id()?, 0), p);
         }
         meta.data_id = self.data_id.unwrap_or(NO_DATA);
         batch.put_cf(&store.cf(CF_META), meta_key(digest), meta.encode());
-        store.tally_in(&mut batch, 1, meta.size as i64, 0);
+        match replaced {
+            None => store.tally_in(&mut batch, 1, meta.size as i64, 0),
+            Some(old) => store.tally_in(&mut batch, 0, meta.size as i64 - old as i64, 0),
+        }
         batch.put_cf(store.cf(CF_ATIME), meta_key(digest), meta.stored_at.to_be_bytes());
         let queued = store.inner.opts.track_sync && store.sync_queue_in(&mut batch, &SyncItem::Blob(*digest))?;
         if self.staged {
             batch.delete_cf(&store.cf(CF_STAGING), meta.data_id.to_be_bytes());
         }
-        store
-            .inner
-            .db
-            .write_opt(batch, &store.write_opts(store.inner.opts.sync_writes))
-            .map_err(db_err)?;
+        let mut w = store.write_opts(store.inner.opts.sync_writes);
+        w.set_no_slowdown(self.inline);
+        match store.inner.db.write_opt(batch, &w) {
+            Ok(()) => {}
+            Err(e) if self.inline && e.kind() == rocksdb::ErrorKind::Incomplete => return Ok(Committed::WouldBlock),
+            Err(e) => return Err(db_err(e)),
+        }
         self.staged = false; // committed: nothing to clean up
         store.sync_counted(queued, false);
-        store.inner.counters.blobs.fetch_add(1, Ordering::Relaxed);
-        store
-            .inner
-            .counters
-            .logical_bytes
-            .fetch_add(meta.size, Ordering::Relaxed);
-        Ok(PutOutcome::Created)
+        let c = &store.inner.counters;
+        if replaced.is_none() {
+            c.blobs.fetch_add(1, Ordering::Relaxed);
+        }
+        c.logical_bytes.fetch_add(meta.size, Ordering::Relaxed);
+        if let Some(old) = replaced {
+            let _ = c
+                .logical_bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(old)));
+        }
+        Ok(Committed::Done(PutOutcome::Created))
     }
 }
 
