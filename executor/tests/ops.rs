@@ -465,3 +465,40 @@ fn serve_runs_tasks_and_reports_them_with_auth_and_audit() {
     let v = reprovm(ws.path(), &["audit", "verify", "audit.log", "--key", "test-key"]);
     assert_eq!(v.code, 0, "{v:?}");
 }
+
+#[test]
+fn serve_sees_files_changed_between_runs() {
+    let ws = workspace(
+        "task copy {\n  cmd = cp in.txt out.txt\n  inputs = in.txt\n  outputs = out.txt\n}\n",
+        &[("in.txt", "one\n")],
+    );
+    std::fs::write(
+        ws.path().join("tokens.toml"),
+        "[[tokens]]\nname = \"ci\"\ntoken = \"w-secret\"\nrole = \"write\"\n",
+    )
+    .unwrap();
+    std::fs::write(ws.path().join("s.conf"), "[serve]\ntoken_file=tokens.toml\n").unwrap();
+    let srv = Serve::start(ws.path(), &["--config", "s.conf"]);
+    let run = || {
+        let (code, body) = srv.call("POST", "/tasks", "", Some("w-secret"));
+        assert_eq!(code, 202, "{body}");
+        wait_run(&srv, json(&body)["run_id"].as_u64().unwrap())
+    };
+    assert_eq!(run()["report"]["ran"], 1);
+    // Into the next second, so that the workspace state comes to trust in.txt's stat.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    std::thread::sleep(Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos())) + Duration::from_millis(30));
+    assert_eq!(run()["report"]["cached"], 1);
+    assert_eq!(run()["report"]["cached"], 1);
+    // What the server saw at start-up or in the last run must not hide these.
+    std::fs::write(ws.path().join("in.txt"), "two\n").unwrap();
+    let r = run();
+    assert_eq!(r["report"]["ran"], 1, "{r}");
+    assert_eq!(std::fs::read_to_string(ws.path().join("out.txt")).unwrap(), "two\n");
+    std::fs::remove_file(ws.path().join("out.txt")).unwrap();
+    let r = run();
+    assert_eq!(r["report"]["cached"], 1, "{r}");
+    assert_eq!(std::fs::read_to_string(ws.path().join("out.txt")).unwrap(), "two\n");
+}

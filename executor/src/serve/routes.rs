@@ -276,6 +276,8 @@ async fn delete_cache(st: &State, user: &str) -> Resp {
                 true,
                 format!("{n} blobs deleted"),
             );
+            // The workspace state vouches for results that were in the store.
+            let _ = std::fs::remove_file(&st.state_file);
             let mut tasks = st.tasks.lock().expect("tasks");
             for t in tasks.values_mut() {
                 t.outputs.clear();

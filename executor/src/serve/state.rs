@@ -80,7 +80,7 @@ pub struct State {
     /// Stops the run in progress (and any queued one) on SIGTERM/SIGINT.
     shutdown: Shutdown,
     /// The workspace's stat cache and last results (`crate::state`), loaded by each run.
-    state_file: std::path::PathBuf,
+    pub(super) state_file: std::path::PathBuf,
 }
 
 fn now() -> u64 {
