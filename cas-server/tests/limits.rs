@@ -259,3 +259,51 @@ async fn hard_limit_holds_for_chunked_uploads() {
     let (_, code) = put_chunked(common::noise(3, 768 << 10));
     assert_eq!(code, "507", "the limit counts what is stored");
 }
+
+/// The hard limit holds for uploads in flight at the same time: each reserves its bytes, so eight
+/// concurrent (slow) uploads of 300 KiB under a 1 MiB limit cannot all be taken.
+#[tokio::test]
+async fn hard_limit_holds_for_concurrent_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"), &[("CAS_MAX_SIZE_HARD_LIMIT", "1MiB")]);
+    let mut children = Vec::new();
+    for i in 0..8u64 {
+        let data = common::noise(100 + i, 300 << 10);
+        let d = Digest::of_blake3(&data).to_hex();
+        let file = dir.path().join(&d);
+        std::fs::write(&file, &data).unwrap();
+        let child = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "PUT",
+                "-H",
+                "Expect:",
+            ])
+            .args(["--limit-rate", "300k", "--data-binary"])
+            .arg(format!("@{}", file.display()))
+            .arg(format!("{}/v1/blobs/{d}", s.url()))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        children.push(child);
+    }
+    let codes: Vec<String> = children
+        .into_iter()
+        .map(|c| String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).to_string())
+        .collect();
+    let created = codes.iter().filter(|c| *c == "201").count();
+    let refused = codes.iter().filter(|c| *c == "507").count();
+    assert_eq!(created + refused, 8, "{codes:?}");
+    assert!(
+        (1..=3).contains(&created),
+        "at most 3 x 300 KiB fit in 1 MiB: {codes:?}"
+    );
+    let (_, _, body) = req(&s, "GET", "/v1/stats", &[], "").await;
+    let stats: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(stats["logical_bytes"].as_u64().unwrap() <= 1 << 20, "{stats}");
+}

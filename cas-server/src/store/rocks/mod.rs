@@ -154,6 +154,8 @@ struct Inner {
     /// Held shared by a commit of WAL-less pieces (flush, then batch), exclusively by an online
     /// backup, so that a backup never holds a blob's meta record without its flushed pieces.
     unlogged_commits: std::sync::RwLock<()>,
+    /// Bytes reserved under `max_size_hard_limit` by uploads in flight (see `write.rs`).
+    reserved_bytes: AtomicU64,
 }
 
 /// The embedded RocksDB blob store. Cheap to clone.
@@ -277,6 +279,7 @@ impl RocksStore {
                 counters: StoreCounters::default(),
                 sync_backlog: AtomicU64::new(0),
                 unlogged_commits: std::sync::RwLock::new(()),
+                reserved_bytes: AtomicU64::new(0),
             }),
         };
         store.recover()?;

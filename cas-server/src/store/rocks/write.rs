@@ -50,17 +50,30 @@ impl RocksStore {
         Ok(raw.and_then(|r| BlobMeta::raw_size(&r)).unwrap_or(0))
     }
 
-    /// Refuses (507) an upload of `incoming` bytes that would take the store past `max_size_hard_limit`.
-    fn check_hard_limit(&self, incoming: u64) -> Result<()> {
+    /// Reserves room for `incoming` more bytes of an upload under `max_size_hard_limit` (507
+    /// when the stored bytes plus every upload's reservation would pass it). Reservations make the
+    /// limit hold for concurrent uploads too; `held` is what this upload has reserved so far.
+    fn reserve(&self, held: &mut Reservation<'_>, incoming: u64) -> Result<()> {
         let Some(limit) = self.inner.opts.hard_limit else {
             return Ok(());
         };
-        let stored = self.inner.counters.logical_bytes.load(Ordering::Relaxed);
-        if stored.saturating_add(incoming) > limit {
-            return Err(CasError::InsufficientStorage(format!(
-                "the store holds {stored} bytes; this upload of {incoming} bytes would pass max_size_hard_limit ({limit} bytes)"
-            )));
+        let reserved = &self.inner.reserved_bytes;
+        let mut current = reserved.load(Ordering::SeqCst);
+        loop {
+            let stored = self.inner.counters.logical_bytes.load(Ordering::Relaxed);
+            if stored.saturating_add(current).saturating_add(incoming) > limit {
+                return Err(CasError::InsufficientStorage(format!(
+                    "the store holds {stored} bytes and uploads in flight {} more; this upload of {} bytes would pass max_size_hard_limit ({limit} bytes)",
+                    current.saturating_sub(held.bytes),
+                    held.bytes + incoming
+                )));
+            }
+            match reserved.compare_exchange(current, current + incoming, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(now) => current = now,
+            }
         }
+        held.bytes += incoming;
         Ok(())
     }
 
@@ -103,7 +116,8 @@ impl RocksStore {
         }
         self.check_space(size.unwrap_or(opts.piece_size as u64))?;
         // Checked before the body when its size is declared, and as it streams when it is not.
-        self.check_hard_limit(size.unwrap_or(0))?;
+        let mut reservation = Reservation { store: self, bytes: 0 };
+        self.reserve(&mut reservation, size.unwrap_or(0))?;
         let mut upload = Upload {
             store: self,
             data_id: None,
@@ -140,7 +154,7 @@ impl RocksStore {
                 });
             }
             if size.is_none() {
-                self.check_hard_limit(total)?;
+                self.reserve(&mut reservation, n as u64)?;
             }
             if n == 0 {
                 break;
@@ -246,6 +260,21 @@ struct Upload<'a> {
     unlogged: bool,
     /// Committed on an async worker: give way instead of blocking (see `put_inline`).
     inline: bool,
+}
+
+/// Bytes an upload in flight has reserved under the hard limit; given back when it ends (by then
+/// a committed upload's bytes are counted as stored).
+struct Reservation<'a> {
+    store: &'a RocksStore,
+    bytes: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.store.inner.reserved_bytes.fetch_sub(self.bytes, Ordering::SeqCst);
+        }
+    }
 }
 
 /// How a commit ended.
