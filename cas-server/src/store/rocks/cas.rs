@@ -49,8 +49,9 @@ impl Cas for RocksStore {
         let (meta, span, small) = match self.try_open_blob_cached(&d, range) {
             Some(r) => r?,
             None => match self.meta(&d)? {
-                Some(m) if m.pieces() > 1 || m.size <= INLINE_READ_MAX => self.open_blob(&d, range)?,
-                _ => self.blocking(move |s| s.open_blob(&d, range)).await?,
+                None => return Err(CasError::not_found(format!("blob {d}"))),
+                Some(m) if m.pieces() > 1 || m.size <= INLINE_READ_MAX => self.open_blob_with(&d, m, range)?,
+                Some(m) => self.blocking(move |s| s.open_blob_with(&d, m, range)).await?,
             },
         };
         let body = match small {

@@ -116,6 +116,22 @@ impl RocksStore {
             Some(v) => BlobMeta::decode(&v)?,
             None => return Err(CasError::not_found(format!("blob {digest}")).into()),
         };
+        self.open_blob_meta(digest, meta, range, cached_only)
+    }
+
+    /// [`RocksStore::open_blob`] of a blob whose meta record the caller has read already.
+    pub fn open_blob_with(&self, digest: &Digest, meta: BlobMeta, range: Option<ByteRange>) -> Result<OpenedBlob> {
+        self.open_blob_meta(digest, meta, range, false)
+            .map_err(ReadError::into_cas)
+    }
+
+    fn open_blob_meta(
+        &self,
+        digest: &Digest,
+        meta: BlobMeta,
+        range: Option<ByteRange>,
+        cached_only: bool,
+    ) -> Result<OpenedBlob, ReadError> {
         let span = match range {
             None => 0..meta.size,
             Some(r) => r
