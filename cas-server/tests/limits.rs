@@ -239,14 +239,9 @@ async fn hard_limit_holds_for_chunked_uploads() {
         let d = Digest::of_blake3(&data).to_hex();
         let file = dir.path().join(&d);
         std::fs::write(&file, &data).unwrap();
-        let out = Command::new("curl")
-            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
-            .args(["-H", "Transfer-Encoding: chunked", "--data-binary"])
-            .arg(format!("@{}", file.display()))
-            .arg(format!("{}/v1/blobs/{d}", s.url()))
-            .output()
-            .unwrap();
-        (d, String::from_utf8_lossy(&out.stdout).to_string())
+        let url = format!("{}/v1/blobs/{d}", s.url());
+        let code = common::curl_put(&url, &file, &["-H", "Transfer-Encoding: chunked"]);
+        (d, code)
     };
     let (big, code) = put_chunked(common::noise(1, 3 << 20));
     assert_eq!(code, "507", "a chunked upload past the hard limit");
@@ -272,24 +267,9 @@ async fn hard_limit_holds_for_concurrent_uploads() {
         let d = Digest::of_blake3(&data).to_hex();
         let file = dir.path().join(&d);
         std::fs::write(&file, &data).unwrap();
-        let child = Command::new("curl")
-            .args([
-                "-sS",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-X",
-                "PUT",
-                "-H",
-                "Expect:",
-            ])
-            .args(["--limit-rate", "300k", "--data-binary"])
-            .arg(format!("@{}", file.display()))
-            .arg(format!("{}/v1/blobs/{d}", s.url()))
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let url = format!("{}/v1/blobs/{d}", s.url());
+        let extra = ["-H", "Expect:", "--limit-rate", "300k"];
+        let child = common::curl_put_cmd(&url, &file, &extra).spawn().unwrap();
         children.push(child);
     }
     let codes: Vec<String> = children

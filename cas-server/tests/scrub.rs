@@ -259,28 +259,9 @@ async fn an_upload_heals_a_corrupt_meta_record() {
     let s = Server::start(&data_dir, &[]);
     let file = dir.path().join("bad");
     std::fs::write(&file, &bad).unwrap();
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "PUT",
-            "-H",
-            "Expect: 100-continue",
-        ])
-        .arg("--data-binary")
-        .arg(format!("@{}", file.display()))
-        .arg(format!("{}/v1/blobs/{bad_d}", s.url()))
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "201",
-        "the upload replaces the corrupt record"
-    );
+    let url = format!("{}/v1/blobs/{bad_d}", s.url());
+    let code = common::curl_put(&url, &file, &["-H", "Expect: 100-continue"]);
+    assert_eq!(code, "201", "the upload replaces the corrupt record");
     let (st, _, body) = req(&s, "GET", &format!("/v1/blobs/{bad_d}"), &[], "").await;
     assert_eq!((st, body.len()), (200, bad.len()));
     assert_eq!(stored_blobs(&s).await, 1, "replaced, not added");

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -92,15 +91,8 @@ async fn an_item_deleted_before_its_upload_is_not_remembered_as_remote() {
 
 fn curl_put_expect(url: &str, file: &std::path::Path) -> (String, Duration) {
     let started = Instant::now();
-    let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
-        .args(["-H", "Expect: 100-continue", "--expect100-timeout", "30"])
-        .arg("--data-binary")
-        .arg(format!("@{}", file.display()))
-        .arg(url)
-        .output()
-        .expect("curl");
-    (String::from_utf8_lossy(&out.stdout).to_string(), started.elapsed())
+    let code = common::curl_put(url, file, &["-H", "Expect: 100-continue", "--expect100-timeout", "30"]);
+    (code, started.elapsed())
 }
 
 #[tokio::test]

@@ -155,3 +155,22 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// `curl -X PUT --data-binary @file url` with `extra` arguments, printing only the status code
+/// (a real client: curl sends `Expect: 100-continue` for bodies over 1 KiB unless told otherwise).
+pub fn curl_put_cmd(url: &str, file: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .args(extra)
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg(url)
+        .stdout(Stdio::piped());
+    cmd
+}
+
+/// Runs [`curl_put_cmd`]; returns the status code curl printed.
+pub fn curl_put(url: &str, file: &Path, extra: &[&str]) -> String {
+    let out = curl_put_cmd(url, file, extra).output().expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
