@@ -320,6 +320,37 @@ impl TieredStore {
         }
     }
 
+    /// Stores a body under the digest of its bytes (see [`RocksStore::put_by_content`]) in the
+    /// local tier, then copies it to the remote as [`Cas::put`] does.
+    pub async fn put_by_content(
+        &self,
+        kind: reprovm_sdk::digest::HashKind,
+        size: Option<u64>,
+        body: ByteStream,
+    ) -> Result<(Digest, PutOutcome)> {
+        let (digest, outcome) = self.local.put_by_content(kind, size, body).await?;
+        self.stored_locally(&digest).await?;
+        Ok((digest, outcome))
+    }
+
+    /// After a local commit (which queued the blob): wakes the uploader, or in write-through
+    /// mode copies the blob now.
+    async fn stored_locally(&self, digest: &Digest) -> Result<()> {
+        match self.mode {
+            RemoteMode::ReadOnly => {}
+            RemoteMode::WriteBehind => self.wake.notify_one(),
+            RemoteMode::WriteThrough => {
+                let item = SyncItem::Blob(*digest);
+                if self.blocking(move |l| l.sync_is_pending(&item)).await? {
+                    self.push_item(item).await.map_err(|e| {
+                        CasError::Unavailable(format!("stored locally but not in the remote tier yet: {e}"))
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn refs(&self) -> &dyn Cas {
         if self.mode == RemoteMode::ReadOnly {
             &self.local
@@ -374,18 +405,7 @@ impl Cas for TieredStore {
 
     async fn put(&self, digest: &Digest, size: Option<u64>, body: ByteStream) -> Result<PutOutcome> {
         let outcome = self.local.put(digest, size, body).await?;
-        match self.mode {
-            RemoteMode::ReadOnly => {}
-            RemoteMode::WriteBehind => self.wake.notify_one(),
-            RemoteMode::WriteThrough => {
-                let item = SyncItem::Blob(*digest);
-                if self.blocking(move |l| l.sync_is_pending(&item)).await? {
-                    self.push_item(item).await.map_err(|e| {
-                        CasError::Unavailable(format!("stored locally but not in the remote tier yet: {e}"))
-                    })?;
-                }
-            }
-        }
+        self.stored_locally(digest).await?;
         Ok(outcome)
     }
 

@@ -27,6 +27,31 @@ async fn gather(mut body: ByteStream, declared: u64) -> Result<bytes::BytesMut> 
     Ok(buf)
 }
 
+impl RocksStore {
+    /// Stores a body under the `kind` digest of its bytes, whatever they are; returns that digest
+    /// (see [`RocksStore::put_reader_by_content`]). A small body of known size is hashed first and
+    /// committed like any named upload; others stream into pieces on the blocking pool.
+    pub async fn put_by_content(
+        &self,
+        kind: HashKind,
+        size: Option<u64>,
+        body: ByteStream,
+    ) -> Result<(Digest, PutOutcome)> {
+        if let Some(n) = size.filter(|n| *n <= INLINE_PUT_MAX) {
+            let bytes = gather(body, n).await?;
+            let d = kind.digest(&bytes);
+            // A body longer than announced reaches the store, which reports the mismatch.
+            let outcome = self
+                .put(&d, size, reprovm_sdk::cas::bytes_stream(bytes.freeze()))
+                .await?;
+            return Ok((d, outcome));
+        }
+        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
+        self.blocking(move |s| s.put_reader_by_content(kind, size, reader))
+            .await
+    }
+}
+
 #[async_trait::async_trait]
 impl Cas for RocksStore {
     async fn find_missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
@@ -78,7 +103,7 @@ impl Cas for RocksStore {
             // upload goes to the blocking pool instead of holding up this worker.
             let bytes = gather(body, n).await?;
             return match self.put_inline(&d, size, &bytes[..])? {
-                Committed::Done(outcome) => Ok(outcome),
+                Committed::Done(_, outcome) => Ok(outcome),
                 Committed::WouldBlock => self.blocking(move |s| s.put_reader(&d, size, &bytes[..])).await,
             };
         }

@@ -12,6 +12,7 @@
 //!   client gone, `kill -9`) leaves its id here, and [`RocksStore::open`]
 //!   deletes its pieces.
 //! - `ac`: action-cache values; `refs`: named pointers.
+//! - `kv`: entries of the `/kv/` namespaces (name → digest and metadata; see `crate::kv`).
 //! - `quarantine`: meta records of blobs found corrupt (see `scrub.rs`); such a
 //!   blob has no `meta` record any more, so it reads as absent until re-uploaded.
 //!
@@ -20,15 +21,17 @@
 //!
 //! Files: [`meta`] (the meta record), `write.rs` (uploads, deletes, crash
 //! cleanup of a failed upload), `read.rs` (lookups and streamed reads),
-//! `named.rs` (action cache and refs), `cas.rs` (the async `Cas` face).
+//! `named.rs` (action cache and refs), `kv.rs` (key-value entries), `cas.rs` (the async `Cas` face).
 
 mod cas;
+mod kv;
 mod meta;
 mod named;
 mod read;
 mod tally;
 mod write;
 
+pub use kv::{KvCondition, KvItem, KvWrite};
 pub use meta::BlobMeta;
 use meta::NO_DATA;
 pub use read::OpenedBlob;
@@ -53,6 +56,8 @@ const CF_DATA: &str = "data";
 const CF_STAGING: &str = "staging";
 const CF_AC: &str = "ac";
 const CF_REFS: &str = "refs";
+/// Key-value entries: `{namespace}/{key}` → an encoded entry (see `crate::kv::entry`).
+const CF_KV: &str = "kv";
 /// Blobs and action results not yet copied to the remote tier (see `sync_queue.rs`).
 pub(super) const CF_SYNC: &str = "sync_queue";
 /// Digests known to be in the remote tier (so `find_missing` need not ask it).
@@ -70,12 +75,13 @@ const DATA_ID_LEASE: u64 = 1 << 16;
 const ATIME_BATCH: usize = 4096;
 /// Size of the block cache shared by all column families.
 const BLOCK_CACHE_BYTES: usize = 64 << 20;
-const ALL_CFS: [&str; 9] = [
+const ALL_CFS: [&str; 10] = [
     CF_META,
     CF_DATA,
     CF_STAGING,
     CF_AC,
     CF_REFS,
+    CF_KV,
     CF_SYNC,
     CF_REMOTE,
     CF_ATIME,
@@ -128,6 +134,9 @@ pub struct StoreCounters {
     pub blobs: AtomicU64,
     /// Sum of their decoded sizes.
     pub logical_bytes: AtomicU64,
+    /// Blobs deleted since the store opened (by eviction or a DELETE): lets the key-value
+    /// layer's sweeper know when records may have lost their blob.
+    pub deletions: AtomicU64,
 }
 
 struct Inner {
@@ -144,6 +153,8 @@ struct Inner {
     commit_locks: Vec<Mutex<()>>,
     /// Serializes ref compare-and-swap.
     refs_lock: Mutex<()>,
+    /// Serialize changes of the same key-value entry (striped by a hash of the key).
+    kv_locks: Vec<Mutex<()>>,
     /// Last free-space reading of the data dir's filesystem, and when it was taken.
     free_space_cache: Mutex<(Option<std::time::Instant>, u64)>,
     /// Access times not yet written (see `touch`).
@@ -274,6 +285,7 @@ impl RocksStore {
                 lease_lock: Mutex::new(()),
                 commit_locks: (0..64).map(|_| Mutex::new(())).collect(),
                 refs_lock: Mutex::new(()),
+                kv_locks: (0..16).map(|_| Mutex::new(())).collect(),
                 free_space_cache: Mutex::new((None, 0)),
                 pending_atime: Mutex::default(),
                 counters: StoreCounters::default(),

@@ -80,8 +80,24 @@ impl RocksStore {
     /// Stores the bytes of `reader` under `digest`, hashing while it writes.
     /// Synchronous: call from a blocking context.
     pub fn put_reader(&self, digest: &Digest, size: Option<u64>, reader: impl Read) -> Result<PutOutcome> {
-        match self.put_reader_with(digest, size, reader, false)? {
-            Committed::Done(outcome) => Ok(outcome),
+        match self.put_reader_with(Name::Given(digest), size, reader, false)? {
+            Committed::Done(_, outcome) => Ok(outcome),
+            Committed::WouldBlock => unreachable!("only inline commits give way"),
+        }
+    }
+
+    /// Stores the bytes of `reader` under the `kind` digest of what it reads (for values whose
+    /// digest the sender does not know, such as `/kv/` values); returns that digest. The bytes
+    /// stream into pieces as they arrive; an upload of bytes already stored keeps the stored blob.
+    /// Synchronous: call from a blocking context.
+    pub fn put_reader_by_content(
+        &self,
+        kind: HashKind,
+        size: Option<u64>,
+        reader: impl Read,
+    ) -> Result<(Digest, PutOutcome)> {
+        match self.put_reader_with(Name::ByContent(kind), size, reader, false)? {
+            Committed::Done(d, outcome) => Ok((d, outcome)),
             Committed::WouldBlock => unreachable!("only inline commits give way"),
         }
     }
@@ -90,12 +106,12 @@ impl RocksStore {
     /// RocksDB write stall or a busy commit lock, it gives way (`WouldBlock`, nothing stored) so
     /// that the caller can retry on the blocking pool.
     pub(super) fn put_inline(&self, digest: &Digest, size: Option<u64>, bytes: &[u8]) -> Result<Committed> {
-        self.put_reader_with(digest, size, bytes, true)
+        self.put_reader_with(Name::Given(digest), size, bytes, true)
     }
 
     fn put_reader_with(
         &self,
-        digest: &Digest,
+        name: Name<'_>,
         size: Option<u64>,
         mut reader: impl Read,
         inline: bool,
@@ -109,10 +125,18 @@ impl RocksStore {
                 });
             }
         }
-        if self.holds_readable(digest)? {
-            // Already stored: read the body to keep the connection usable, store nothing.
-            std::io::copy(&mut reader.take(opts.max_blob_size), &mut std::io::sink()).map_err(body_err)?;
-            return Ok(Committed::Done(PutOutcome::Existed));
+        let expected = match name {
+            Name::Given(d) => Some(*d),
+            Name::ByContent(_) => None,
+        };
+        // Checked before the body only when the digest is known; a content-named upload finds
+        // out at its commit (which then keeps the stored blob and drops the new pieces).
+        if let Some(digest) = expected {
+            if self.holds_readable(&digest)? {
+                // Already stored: read the body to keep the connection usable, store nothing.
+                std::io::copy(&mut reader.take(opts.max_blob_size), &mut std::io::sink()).map_err(body_err)?;
+                return Ok(Committed::Done(digest, PutOutcome::Existed));
+            }
         }
         self.check_space(size.unwrap_or(opts.piece_size as u64))?;
         // Checked before the body when its size is declared, and as it streams when it is not.
@@ -125,7 +149,10 @@ impl RocksStore {
             unlogged: false,
             inline,
         };
-        let mut hasher = Hasher::new(digest.kind());
+        let mut hasher = Hasher::new(match name {
+            Name::Given(d) => d.kind(),
+            Name::ByContent(kind) => kind,
+        });
         // The piece buffer grows as bytes arrive, so a 4 KiB upload does not touch 1 MiB.
         let first_cap = size.map_or(64 << 10, |s| s as usize + 1).min(opts.piece_size);
         let mut buf: Vec<u8> = Vec::with_capacity(first_cap);
@@ -191,11 +218,8 @@ impl RocksStore {
             });
         }
         let actual = hasher.finalize();
-        if actual != *digest {
-            return Err(CasError::DigestMismatch {
-                expected: *digest,
-                actual,
-            });
+        if let Some(expected) = expected.filter(|d| *d != actual) {
+            return Err(CasError::DigestMismatch { expected, actual });
         }
         let meta = BlobMeta {
             size: total,
@@ -203,7 +227,7 @@ impl RocksStore {
             data_id: NO_DATA,
             stored_at: now_secs(),
         };
-        upload.commit(digest, meta, last_piece)
+        upload.commit(&actual, meta, last_piece)
     }
 
     /// Removes a blob; returns whether it existed.
@@ -246,6 +270,7 @@ impl RocksStore {
         };
         sub(&c.blobs, 1);
         sub(&c.logical_bytes, size);
+        c.deletions.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
 }
@@ -277,10 +302,19 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// What an upload is stored under.
+#[derive(Clone, Copy)]
+enum Name<'a> {
+    /// The digest the sender named (the bytes must hash to it).
+    Given(&'a Digest),
+    /// The digest of this kind of whatever the bytes hash to.
+    ByContent(HashKind),
+}
+
 /// How a commit ended.
 pub(super) enum Committed {
-    /// Stored, or already there.
-    Done(PutOutcome),
+    /// Stored, or already there, under this digest.
+    Done(Digest, PutOutcome),
     /// An inline commit would have had to wait; nothing was stored.
     WouldBlock,
 }
@@ -346,7 +380,7 @@ impl Upload<'_> {
         // What is stored under the digest now: a readable blob (ours is dropped), nothing, or a
         // corrupt record that this upload replaces (and whose count it takes over).
         let replaced = match store.meta(digest) {
-            Ok(Some(_)) => return Ok(Committed::Done(PutOutcome::Existed)),
+            Ok(Some(_)) => return Ok(Committed::Done(*digest, PutOutcome::Existed)),
             Ok(None) => None,
             Err(CasError::Corrupt(_)) => Some(store.raw_meta_size(digest)?),
             Err(e) => return Err(e),
@@ -385,7 +419,7 @@ impl Upload<'_> {
                 .logical_bytes
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(old)));
         }
-        Ok(Committed::Done(PutOutcome::Created))
+        Ok(Committed::Done(*digest, PutOutcome::Created))
     }
 }
 
