@@ -60,9 +60,9 @@ pub fn after_request(
     let kind = match (route, method.as_str(), status) {
         (_, _, 401 | 403) => K::AuthFailure,
         _ if error == Some("digest_mismatch") => K::SecurityViolation,
-        ("ac" | "bazel_ac", "GET" | "HEAD", 200) => K::CacheHit,
-        ("ac" | "bazel_ac", "GET" | "HEAD", 404) => K::CacheMiss,
-        ("blobs" | "bazel_cas", "PUT", 201) | ("ac" | "bazel_ac", "PUT", _) => K::CacheStore,
+        ("ac" | "bazel_ac" | "kv", "GET" | "HEAD", 200) => K::CacheHit,
+        ("ac" | "bazel_ac" | "kv", "GET" | "HEAD", 404) => K::CacheMiss,
+        ("blobs" | "bazel_cas", "PUT", 201) | ("ac" | "bazel_ac", "PUT", _) | ("kv", "PUT", 201 | 204) => K::CacheStore,
         ("blobs", "DELETE", _) => K::BlobDelete,
         ("admin_backups", "POST", _) => K::Backup,
         _ => return,

@@ -15,6 +15,7 @@
 //!   (RocksDB, pieces, crash recovery), [`store::piece`] (at-rest compression),
 //!   [`store::tiered`] (local tier in front of object storage), [`store::sync_queue`]
 //!   (durable write-behind queue) and [`store::evict`] (LRU eviction).
+//! - [`kv`]: the key-value layer (`/kv/{namespace}/{key}`): named values stored as CAS blobs.
 //! - [`http`]: accept loop and graceful shutdown, routes, JSON errors.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`sync`]: `cas-server sync status|push|pull`.
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod backup;
 pub mod config;
 pub mod http;
+pub mod kv;
 pub mod metrics;
 pub mod store;
 pub mod sync;

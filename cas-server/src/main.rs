@@ -201,6 +201,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         store: stores.serving.clone(),
         local: local.clone(),
         tier: stores.tier.clone(),
+        kv: Arc::new(cas_server::kv::KvStore::over(&stores)),
         config,
         metrics: Metrics::install(),
         auth,
@@ -209,6 +210,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         started: Instant::now(),
         audit: audit.clone(),
     });
+    state.kv.spawn_sweeper(std::time::Duration::from_secs(300));
     tokio::spawn(reload_tokens_on_sighup(state.clone()));
     serve(listener, state.clone(), shutdown_signal()).await?;
     drop(state);

@@ -40,7 +40,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// Registers every series the server exports at zero, so dashboards and alert rules see each
 /// name from the first scrape (deploy/ checks its names against a live `/metrics`).
 fn register_all() {
-    for kind in ["cas", "ac"] {
+    for kind in ["cas", "ac", "kv"] {
         counter!("reprovm_cache_hits_total", "kind" => kind).increment(0);
         counter!("reprovm_cache_misses_total", "kind" => kind).increment(0);
     }
@@ -64,6 +64,17 @@ fn register_all() {
         "reprovm_sync_backlog",
     ] {
         gauge!(name).increment(0.0);
+    }
+    // Per-namespace key-value series (see `crate::kv::metrics`); `_other` is the label namespaces
+    // past the first 64 share, so it names a real series from the first scrape on.
+    for name in [
+        "reprovm_kv_hits_total",
+        "reprovm_kv_misses_total",
+        "reprovm_kv_puts_total",
+        "reprovm_kv_received_bytes_total",
+        "reprovm_kv_sent_bytes_total",
+    ] {
+        counter!(name, "namespace" => crate::kv::metrics::OTHER_LABEL).increment(0);
     }
     counter!("reprovm_http_requests_total", "route" => "health", "method" => "GET", "status" => "200").increment(0);
     let _ = histogram!("reprovm_http_request_duration_seconds", "route" => "health");

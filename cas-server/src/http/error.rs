@@ -52,6 +52,12 @@ impl ApiError {
         e
     }
 
+    /// The same error with another message.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
     /// The response.
     pub fn into_response(self) -> Response<Body> {
         let mut resp = Response::builder()

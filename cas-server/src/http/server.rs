@@ -37,6 +37,8 @@ pub struct AppState {
     pub local: RocksStore,
     /// The tiered store, when a remote tier is configured (for its health and backlog).
     pub tier: Option<Arc<crate::store::tiered::TieredStore>>,
+    /// The key-value layer (`/kv/` and the build-tool protocols on it).
+    pub kv: Arc<crate::kv::KvStore>,
     /// Effective configuration.
     pub config: Config,
     /// Metrics recorder handle.

@@ -38,7 +38,7 @@ fn counted(s: ByteStream, record: fn(u64)) -> ByteStream {
 }
 
 /// Holds one of the limited upload slots for the duration of an upload.
-fn upload_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+pub(crate) fn upload_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
     state.limits.upload_slot().ok_or_else(|| {
         let mut e = ApiError::new(503, "too_many_uploads", "too many uploads in flight; retry shortly");
         e.headers.push((header::RETRY_AFTER, "1".into()));

@@ -5,6 +5,7 @@
 //! | [`blobs`] | `/v1/blobs/{blake3}`, `/v1/blobs:missing`, `/v1/blobs:batch`, and bazel's `/cas/{sha256}` |
 //! | [`ac`] | `/v1/ac/{key}` and bazel's `/ac/{sha256}` |
 //! | [`refs`] | `/v1/refs/{name}`, `/v1/refs?prefix=` |
+//! | [`kv`] | `/kv/{namespace}/{key}` (GET/HEAD/PUT/DELETE); [`webdav`]: PROPFIND, MKCOL, OPTIONS there |
 //! | [`ops`] | `/health`, `/ready`, `/metrics`, `/metrics/json`, `/v1/stats`, `/v1/config` |
 //! | [`admin`] | `/v1/admin/backups` |
 //!
@@ -14,9 +15,11 @@
 pub mod ac;
 pub mod admin;
 pub mod blobs;
+pub mod kv;
 pub mod ops;
 pub mod refs;
 pub mod table;
+pub mod webdav;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -77,9 +80,18 @@ pub async fn dispatch(
 }
 
 /// Reads a small refused body (≤ 64 KiB, at most a second) before answering,
-/// so that clients still sending it see the answer instead of a reset stream.
+/// so that clients still sending it see the answer instead of a reset stream. A client that
+/// waits for `100 Continue` is not sent on: it gets the refusal before it sends a byte.
 async fn drain_small_body(req: Request<Incoming>) {
     use http_body_util::BodyExt;
+    let waits = req
+        .headers()
+        .get(http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if waits {
+        return;
+    }
     let small = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -124,6 +136,7 @@ async fn handle(state: &AppState, route: Route<'_>, req: Request<Incoming>) -> H
         Route::Blob(hash) => blobs::blob(state, parse_digest(HashKind::Blake3, hash)?, req).await,
         Route::Ac(key) => ac::entry(state, parse_digest(HashKind::Blake3, key)?, req).await,
         Route::Ref(name) => refs::entry(state, name, req).await,
+        Route::Kv(ns, key) => kv::entry(state, ns, key, req).await,
         Route::BazelCas(hash) => blobs::blob(state, parse_digest(HashKind::Sha256, hash)?, req).await,
         Route::BazelAc(hash) => ac::entry(state, parse_digest(HashKind::Sha256, hash)?, req).await,
         Route::Unknown => Err(ApiError::no_route(req.uri().path())),

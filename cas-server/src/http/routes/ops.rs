@@ -133,6 +133,7 @@ pub async fn stats(state: &AppState) -> HandlerResult {
             "misses": misses as u64,
             "hit_rate": hit_rate,
             "evictions": sum("reprovm_evictions_total") as u64,
+            "kv": state.kv.metrics().snapshot(),
             "remote": remote_json(state).await,
             "uptime_seconds": state.started.elapsed().as_secs(),
         }),

@@ -6,6 +6,8 @@
 //! handler's own row here (bazel's `/cas/` and `/ac/` take any prefix, and a
 //! prefix such as `/swagger-ui` or `/health` must not lend them its access).
 
+use std::sync::LazyLock;
+
 use http::Method;
 
 use crate::auth::{Access, Role};
@@ -41,6 +43,9 @@ pub enum Route<'a> {
     Ac(&'a str),
     /// `/v1/refs/{name}`.
     Ref(&'a str),
+    /// `/kv/{namespace}/{key}`: the namespace, and the rest of the path after it (leading
+    /// slashes dropped; empty for the namespace itself).
+    Kv(&'a str, &'a str),
     /// `…/cas/{sha256}`, any prefix.
     BazelCas(&'a str),
     /// `…/ac/{sha256}`, any prefix.
@@ -89,6 +94,11 @@ impl<'a> Route<'a> {
         if let Some(name) = path.strip_prefix("/v1/refs/") {
             return Self::Ref(name);
         }
+        // Before the bazel paths: a key may well end in `/cas/{hash}` or `/ac/{hash}`.
+        if let Some(rest) = path.strip_prefix("/kv/") {
+            let (ns, key) = rest.split_once('/').unwrap_or((rest, ""));
+            return Self::Kv(ns, key.trim_start_matches('/'));
+        }
         bazel_path(path).unwrap_or(Self::Unknown)
     }
 
@@ -108,6 +118,7 @@ impl<'a> Route<'a> {
             Self::AdminBackups => "admin_backups",
             Self::Blob(_) => "blobs",
             Self::Ac(_) => "ac",
+            Self::Kv(..) => "kv",
             Self::BazelCas(_) => "bazel_cas",
             Self::BazelAc(_) => "bazel_ac",
             Self::Unknown => "unknown",
@@ -117,6 +128,18 @@ impl<'a> Route<'a> {
     /// The methods the route answers (others get 405).
     pub fn methods(&self) -> &'static [Method] {
         const RO: &[Method] = &[Method::GET, Method::HEAD];
+        static KV: LazyLock<[Method; 7]> = LazyLock::new(|| {
+            let ext = |m: &[u8]| Method::from_bytes(m).expect("a valid method name");
+            [
+                Method::GET,
+                Method::HEAD,
+                Method::PUT,
+                Method::DELETE,
+                Method::OPTIONS,
+                ext(b"PROPFIND"),
+                ext(b"MKCOL"),
+            ]
+        });
         match self {
             Self::Swagger(..)
             | Self::Health
@@ -130,6 +153,7 @@ impl<'a> Route<'a> {
             Self::AdminBackups => &[Method::GET, Method::POST],
             Self::Blob(_) | Self::Ref(_) => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
             Self::Ac(_) | Self::BazelCas(_) | Self::BazelAc(_) => &[Method::GET, Method::HEAD, Method::PUT],
+            Self::Kv(..) => &*KV,
             Self::Unknown => &[],
         }
     }
@@ -137,6 +161,8 @@ impl<'a> Route<'a> {
     /// What a request with `method` on this route needs.
     pub fn access(&self, method: &Method) -> Access {
         let reads = *method == Method::GET || *method == Method::HEAD;
+        // Asking what a path holds, or what it answers, reads too.
+        let kv_reads = reads || *method == Method::OPTIONS || method.as_str() == "PROPFIND";
         let read_or_write = if reads {
             Access::Role(Role::Read)
         } else {
@@ -153,6 +179,10 @@ impl<'a> Route<'a> {
             // Deleting a blob can break others' builds: admins only. Refs are the writers' own.
             Self::Blob(_) if *method == Method::DELETE => Access::Role(Role::Admin),
             Self::Blob(_) | Self::Ac(_) | Self::Ref(_) | Self::BazelCas(_) | Self::BazelAc(_) => read_or_write,
+            // Every namespace: readers look (GET, HEAD, PROPFIND, OPTIONS), writers also
+            // change (PUT, DELETE, MKCOL).
+            Self::Kv(..) if kv_reads => Access::Role(Role::Read),
+            Self::Kv(..) => Access::Role(Role::Write),
             // Unknown paths are not told apart from known ones before authentication.
             Self::Unknown => read_or_write,
         }
@@ -172,6 +202,26 @@ mod tests {
         assert_eq!(Route::resolve("/ac/abc"), Route::BazelAc("abc"));
         assert_eq!(Route::resolve("/cascade/abc"), Route::Unknown);
         assert_eq!(Route::resolve("/nothing"), Route::Unknown);
+    }
+
+    #[test]
+    fn kv_paths_win_over_bazel_prefixes() {
+        assert_eq!(Route::resolve("/kv/ns/a/cas/abc"), Route::Kv("ns", "a/cas/abc"));
+        assert_eq!(Route::resolve("/kv/ns/ac/abc"), Route::Kv("ns", "ac/abc"));
+        assert_eq!(Route::resolve("/kv/ns//x"), Route::Kv("ns", "x"));
+        assert_eq!(Route::resolve("/kv/ns/"), Route::Kv("ns", ""));
+        assert_eq!(Route::resolve("/kv/ns"), Route::Kv("ns", ""));
+        assert_eq!(Route::resolve("/kvx/cas/abc"), Route::BazelCas("abc"));
+        let kv = Route::resolve("/kv/ns/k");
+        let propfind = Method::from_bytes(b"PROPFIND").unwrap();
+        let mkcol = Method::from_bytes(b"MKCOL").unwrap();
+        assert_eq!(kv.access(&Method::GET), Access::Role(Role::Read));
+        assert_eq!(kv.access(&propfind), Access::Role(Role::Read));
+        assert_eq!(kv.access(&Method::PUT), Access::Role(Role::Write));
+        assert_eq!(kv.access(&Method::DELETE), Access::Role(Role::Write));
+        assert_eq!(kv.access(&mkcol), Access::Role(Role::Write));
+        assert_eq!(kv.access(&Method::POST), Access::Role(Role::Write));
+        assert!(kv.methods().contains(&propfind) && !kv.methods().contains(&Method::POST));
     }
 
     #[test]
