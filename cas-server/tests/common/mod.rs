@@ -174,3 +174,42 @@ pub fn curl_put(url: &str, file: &Path, extra: &[&str]) -> String {
     let out = curl_put_cmd(url, file, extra).output().expect("curl");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Writes a config file with these tokens (`(name, token, role)`) and returns its path, for
+/// `Server::start(.., &[("CAS_CONFIG", path)])`.
+pub fn tokens_config(dir: &Path, tokens: &[(&str, &str, &str)]) -> PathBuf {
+    let mut text = String::from("[auth]\nallow_anonymous_read = false\nmetrics_public = true\n");
+    for (name, token, role) in tokens {
+        text.push_str(&format!(
+            "[[auth.tokens]]\nname = \"{name}\"\ntoken = \"{token}\"\nrole = \"{role}\"\n"
+        ));
+    }
+    let path = dir.join("cas-tokens.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// `Authorization: Basic` of `user:password`.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// Sends `raw` (a whole HTTP/1.1 request) on a new connection and returns the status of the
+/// answer (for requests a well-behaved client library will not send).
+pub fn raw_status(server: &Server, raw: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(&server.addr).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.write_all(raw).expect("send");
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).expect("read the answer");
+    let head = String::from_utf8_lossy(&buf[..n]);
+    head.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"))
+}
