@@ -5,8 +5,9 @@
 //! Events: `START`/`STOP`, `CONFIG_LOAD`, `CONFIG_CHANGE` (token reload on SIGHUP),
 //! `AUTH_FAILURE` (401/403), `SECURITY_VIOLATION` (an upload whose bytes do not hash to its
 //! name), `CACHE_HIT`/`CACHE_MISS` (action-cache reads), `CACHE_STORE` (new blobs and action
-//! results), `BLOB_DELETE` and `BACKUP`. Blob reads are not audited one by one: they are the bulk
-//! of the traffic and are counted in the metrics instead.
+//! results), `BLOB_DELETE` and `BACKUP`. gRPC calls count the same way: `GetActionResult` hits
+//! and misses, `UpdateActionResult`, and ByteStream writes that stored a new blob. Blob reads are
+//! not audited one by one: they are the bulk of the traffic and are counted in the metrics instead.
 
 use std::path::PathBuf;
 
@@ -60,9 +61,12 @@ pub fn after_request(
     let kind = match (route, method.as_str(), status) {
         (_, _, 401 | 403) => K::AuthFailure,
         _ if error == Some("digest_mismatch") => K::SecurityViolation,
-        ("ac" | "bazel_ac" | "kv", "GET" | "HEAD", 200) => K::CacheHit,
-        ("ac" | "bazel_ac" | "kv", "GET" | "HEAD", 404) => K::CacheMiss,
-        ("blobs" | "bazel_cas", "PUT", 201) | ("ac" | "bazel_ac", "PUT", _) | ("kv", "PUT", 201 | 204) => K::CacheStore,
+        ("ac" | "bazel_ac" | "kv", "GET" | "HEAD", 200) | ("grpc_get_action_result", _, 200) => K::CacheHit,
+        ("ac" | "bazel_ac" | "kv", "GET" | "HEAD", 404) | ("grpc_get_action_result", _, 404) => K::CacheMiss,
+        ("blobs" | "bazel_cas" | "grpc_bytestream_write", "PUT" | "POST", 201)
+        | ("ac" | "bazel_ac", "PUT", _)
+        | ("kv", "PUT", 201 | 204)
+        | ("grpc_update_action_result", _, _) => K::CacheStore,
         ("blobs", "DELETE", _) => K::BlobDelete,
         ("admin_backups", "POST", _) => K::Backup,
         _ => return,

@@ -86,8 +86,10 @@ pub enum LogFormat {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Address to listen on.
+    /// Address to listen on (HTTP, and gRPC told apart by its content type).
     pub listen: String,
+    /// A second address that serves gRPC only (the REAPI cache services); none = gRPC on `listen` only.
+    pub grpc_listen: Option<String>,
     /// RocksDB directory.
     pub data_dir: PathBuf,
     /// Size the local store aims to stay under (LRU eviction); none = unbounded.
@@ -130,6 +132,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            grpc_listen: None,
             data_dir: PathBuf::from("./cas-data"),
             max_size: None,
             max_size_hard_limit: None,
@@ -371,6 +374,9 @@ impl Config {
         }
         if let Some(v) = env("CAS_LISTEN") {
             self.listen = v;
+        }
+        if let Some(v) = env("CAS_GRPC_LISTEN") {
+            self.grpc_listen = Some(v);
         }
         if let Some(v) = env("CAS_DATA_DIR") {
             self.data_dir = v.into();

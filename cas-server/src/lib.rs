@@ -17,6 +17,7 @@
 //!   (durable write-behind queue) and [`store::evict`] (LRU eviction).
 //! - [`kv`]: the key-value layer (`/kv/{namespace}/{key}`): named values stored as CAS blobs.
 //! - [`http`]: accept loop and graceful shutdown, routes, JSON errors.
+//! - [`grpc`]: the REAPI v2 cache services (Capabilities, CAS, ActionCache, ByteStream) on the same port.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`sync`]: `cas-server sync status|push|pull`.
 //! - [`backup`]: incremental store backups (RocksDB BackupEngine), BLAKE3 manifests, deep verify, restore.
@@ -26,6 +27,7 @@ pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod config;
+pub mod grpc;
 pub mod http;
 pub mod kv;
 pub mod metrics;

@@ -29,6 +29,9 @@ struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080]
     #[arg(long, global = true)]
     listen: Option<String>,
+    /// A second address serving gRPC only (the REAPI cache services are on --listen too)
+    #[arg(long, global = true)]
+    grpc_listen: Option<String>,
     /// Data directory [default: ./cas-data]
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
@@ -114,6 +117,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(l) = &args.listen {
         config.listen = l.clone();
     }
+    if let Some(g) = &args.grpc_listen {
+        config.grpc_listen = Some(g.clone());
+    }
     if let Some(d) = &args.data_dir {
         config.data_dir = d.clone();
     }
@@ -193,9 +199,30 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "cas-server listening");
+    let grpc_listener = match &config.grpc_listen {
+        None => None,
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} (grpc_listen)"))?,
+        ),
+    };
     let tls = config.tls.as_ref().map(cas_server::http::tls::acceptor).transpose()?;
-    // A line on stdout that scripts and tests can wait for (port 0 picks a free port).
-    println!("listening on {}://{addr}", if tls.is_some() { "https" } else { "http" });
+    // Lines on stdout that scripts and tests can wait for (port 0 picks a free port), written
+    // at once: a reader that stops after the first line must not make a later write fail.
+    let (http_scheme, grpc_scheme) = if tls.is_some() {
+        ("https", "grpcs")
+    } else {
+        ("http", "grpc")
+    };
+    let mut banner = format!("listening on {http_scheme}://{addr}\n");
+    if let Some(g) = &grpc_listener {
+        let gaddr = g.local_addr()?;
+        tracing::info!(addr = %gaddr, "gRPC-only listener");
+        banner.push_str(&format!("grpc listening on {grpc_scheme}://{gaddr}\n"));
+    }
+    print!("{banner}");
+    std::io::Write::flush(&mut std::io::stdout())?;
     let config_limits = config.limits.clone();
     let state = Arc::new(AppState {
         store: stores.serving.clone(),
@@ -212,7 +239,11 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     state.kv.spawn_sweeper(std::time::Duration::from_secs(300));
     tokio::spawn(reload_tokens_on_sighup(state.clone()));
-    serve(listener, state.clone(), shutdown_signal()).await?;
+    let listeners = cas_server::http::Listeners {
+        main: listener,
+        grpc: grpc_listener,
+    };
+    serve(listeners, state.clone(), shutdown_signal()).await?;
     drop(state);
     audit.record(Event::new(EventKind::Stop, "cas-server", "cas-server", "stop").details("SIGTERM/SIGINT"));
     audit.flush(std::time::Duration::from_secs(5));

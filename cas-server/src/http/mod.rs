@@ -11,4 +11,4 @@ pub mod server;
 pub mod swagger;
 pub mod tls;
 
-pub use server::{serve, AppState};
+pub use server::{serve, AppState, Listeners};

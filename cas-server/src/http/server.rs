@@ -1,6 +1,9 @@
 //! Accept loop, per-request bookkeeping (metrics, access log) and graceful
 //! shutdown.
 //!
+//! Requests with `content-type: application/grpc` go to [`crate::grpc`] (same port, HTTP/2 by
+//! prior knowledge or ALPN); the `grpc_listen` socket serves only those.
+//!
 //! A semaphore permit is taken before each accept and released when the
 //! connection ends, capping open connections. On shutdown the listener stops
 //! accepting, every connection is told to finish its in-flight requests
@@ -55,12 +58,46 @@ pub struct AppState {
     pub audit: reprovm_sdk::audit::AuditLog,
 }
 
-/// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on `listener` until `shutdown` resolves.
+/// The sockets a server answers on.
+pub struct Listeners {
+    /// `listen`: HTTP and gRPC.
+    pub main: TcpListener,
+    /// `grpc_listen`: gRPC only.
+    pub grpc: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(main: TcpListener) -> Self {
+        Self { main, grpc: None }
+    }
+}
+
+/// What a socket serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Face {
+    /// HTTP and gRPC (`listen`).
+    All,
+    /// gRPC only (`grpc_listen`).
+    GrpcOnly,
+}
+
+/// Accepts on `listener`, or never when there is none.
+async fn accept_opt(listener: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves HTTP/1.1, HTTP/2 (prior knowledge) and gRPC on `listeners` until `shutdown` resolves.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let listeners = listeners.into();
+    // Built once: the services share the table of resumable uploads.
+    let grpc = crate::grpc::Grpc::new(state.clone());
     let limit = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let builder = connection_builder(&state.config.limits);
@@ -72,17 +109,19 @@ pub async fn serve(
             p = limit.clone().acquire_owned() => p.expect("semaphore never closed"),
             () = &mut shutdown => break,
         };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let (accepted_conn, face) = tokio::select! {
+            r = listeners.main.accept() => (r, Face::All),
+            r = accept_opt(listeners.grpc.as_ref()) => (r, Face::GrpcOnly),
             () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted_conn {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         accepted += 1;
         if accepted.is_multiple_of(1024) {
@@ -90,10 +129,17 @@ pub async fn serve(
         }
         let _ = stream.set_nodelay(true);
         let (state, builder, watcher) = (state.clone(), builder.clone(), graceful.watcher());
+        let conn = Conn {
+            state: state.clone(),
+            grpc: grpc.clone(),
+            face,
+            peer,
+            cert_role: None,
+        };
         tokio::spawn(async move {
             let _permit = permit; // released when the connection ends
             let Some(tls) = state.tls.clone() else {
-                return serve_io(builder, watcher, TokioIo::new(stream), state, peer, None).await;
+                return serve_io(builder, watcher, TokioIo::new(stream), conn).await;
             };
             let tls_stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
                 Ok(Ok(s)) => s,
@@ -108,10 +154,10 @@ pub async fn serve(
                     .as_ref()
                     .and_then(|t| crate::auth::Role::parse(&t.client_cert_role)),
             );
-            serve_io(builder, watcher, TokioIo::new(tls_stream), state, peer, cert_role).await
+            serve_io(builder, watcher, TokioIo::new(tls_stream), Conn { cert_role, ..conn }).await
         });
     }
-    drop(listener);
+    drop(listeners);
     tracing::info!("shutting down: finishing in-flight requests");
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
@@ -136,34 +182,55 @@ fn connection_builder(limits: &crate::config::LimitsConfig) -> auto::Builder<Tok
     builder
 }
 
+/// What the requests of one connection share.
+#[derive(Clone)]
+struct Conn {
+    state: Arc<AppState>,
+    grpc: crate::grpc::Grpc,
+    face: Face,
+    peer: SocketAddr,
+    /// The role a verified TLS client certificate grants.
+    cert_role: Option<crate::auth::Role>,
+}
+
 /// Serves one connection (plain or TLS) until it ends or shutdown drains it.
 async fn serve_io<I>(
     builder: auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
     io: TokioIo<I>,
-    state: Arc<AppState>,
-    peer: SocketAddr,
-    cert_role: Option<crate::auth::Role>,
+    conn: Conn,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| handle(state.clone(), peer, cert_role, req));
-    let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
-    if let Err(e) = watcher.watch(conn).await {
+    let peer = conn.peer;
+    let svc = service_fn(move |req| handle(conn.clone(), req));
+    let served = builder.serve_connection_with_upgrades(io, svc).into_owned();
+    if let Err(e) = watcher.watch(served).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
-async fn handle(
-    state: Arc<AppState>,
-    peer: SocketAddr,
-    cert_role: Option<crate::auth::Role>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+async fn handle(conn: Conn, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if crate::grpc::is_grpc(&req) {
+        // Metrics and the access log of a call are written when its answer ends.
+        return Ok(conn.grpc.call(req, conn.peer, conn.cert_role).await);
+    }
+    let Conn {
+        state, peer, cert_role, ..
+    } = conn;
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let (route, resp) = routes::dispatch(&state, req, peer, cert_role).await;
+    let (route, resp) = if conn.face == Face::GrpcOnly {
+        let e = super::error::ApiError::new(
+            404,
+            "grpc_only",
+            "this port (grpc_listen) serves gRPC only; HTTP is on the listen address",
+        );
+        ("grpc_only", e.into_response())
+    } else {
+        routes::dispatch(&state, req, peer, cert_role).await
+    };
     let status = resp.status().as_u16();
     let elapsed = start.elapsed();
     state.metrics.request(route, method.as_str(), status, elapsed);

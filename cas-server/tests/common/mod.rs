@@ -2,6 +2,7 @@
 //! and talks HTTP to it over real sockets.
 #![allow(dead_code)]
 
+pub mod grpc;
 pub mod remote;
 
 use std::io::{BufRead, BufReader};
@@ -19,6 +20,8 @@ pub struct Server {
     pub addr: String,
     pub scheme: String,
     pub data_dir: PathBuf,
+    /// The `grpc_listen` address, when `CAS_GRPC_LISTEN` was given.
+    pub grpc_addr: Option<String>,
 }
 
 impl Server {
@@ -36,7 +39,16 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn cas-server");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read banner");
+        let mut reader = BufReader::new(stdout);
+        reader.read_line(&mut line).expect("read banner");
+        let grpc_addr = env.iter().any(|(k, _)| *k == "CAS_GRPC_LISTEN").then(|| {
+            let mut l = String::new();
+            reader.read_line(&mut l).expect("read the grpc banner");
+            l.trim()
+                .rsplit_once("://")
+                .map(|(_, a)| a.to_string())
+                .unwrap_or_else(|| panic!("unexpected banner {l:?}"))
+        });
         let (scheme, addr) = line
             .trim()
             .strip_prefix("listening on ")
@@ -47,6 +59,7 @@ impl Server {
             addr: addr.to_string(),
             child,
             data_dir: data_dir.to_path_buf(),
+            grpc_addr,
         }
     }
 
@@ -212,4 +225,29 @@ pub fn raw_status(server: &Server, raw: &[u8]) -> u16 {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {head:?}"))
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+pub fn make_certs(dir: &Path) {
+    let script = r#"
+set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 \
+  -subj /CN=reprovm-test-ca -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+for who in server client; do
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $who.key -out $who.csr -subj /CN=$who 2>/dev/null
+done
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > server.ext
+printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' > client.ext
+for who in server client; do
+  openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $who.pem -days 2 -extfile $who.ext 2>/dev/null
+done
+"#;
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl could not make the test certificates");
 }
