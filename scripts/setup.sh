@@ -15,7 +15,8 @@ fi
 
 apt_pkgs=(libclang1-14 libclang-common-14-dev gcc g++ make curl)
 if [ -n "$want_test" ]; then
-  apt_pkgs+=(nginx-extras restic ninja-build hyperfine ccache openssl systemd)
+  # bazel-bootstrap: the real Bazel client of the gRPC (REAPI) cache tests.
+  apt_pkgs+=(nginx-extras restic ninja-build hyperfine ccache openssl systemd bazel-bootstrap)
 fi
 missing=()
 for p in "${apt_pkgs[@]}"; do
