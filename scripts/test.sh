@@ -21,3 +21,5 @@ echo "== benchmark smoke run (snapshots vs restic)"
 QUICK=1 NO_BUILD=1 benches/snapshot-vs-restic.sh
 echo "== benchmark smoke run (task graph vs ninja)"
 QUICK=1 NO_BUILD=1 benches/graph-vs-ninja.sh
+echo "== benchmark smoke run (gRPC vs HTTP, same server)"
+QUICK=1 NO_BUILD=1 benches/grpc-vs-http.sh

@@ -10,6 +10,11 @@
 //! Bodies are made from one shared random buffer with a per-request 8-byte
 //! prefix, so blobs are distinct and incompressible; digests are computed
 //! before the clock starts.
+//!
+//! The gRPC modes ([`grpc`]: `bs-write`, `bs-read`, `batch-update`, `batch-read`) drive the
+//! REAPI cache services of `--url grpc://HOST:PORT` the same way.
+
+mod grpc;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -32,15 +37,36 @@ enum Op {
     Put,
     /// Upload blobs (untimed), then download them.
     Get,
+    /// gRPC: ByteStream Write, one blob per call.
+    BsWrite,
+    /// gRPC: ByteStream Read, one blob per call.
+    BsRead,
+    /// gRPC: BatchUpdateBlobs, `--batch` blobs per call.
+    BatchUpdate,
+    /// gRPC: BatchReadBlobs, `--batch` blobs per call.
+    BatchRead,
+}
+
+impl Op {
+    fn grpc(self) -> Option<grpc::Op> {
+        match self {
+            Self::Put | Self::Get => None,
+            Self::BsWrite => Some(grpc::Op::BsWrite),
+            Self::BsRead => Some(grpc::Op::BsRead),
+            Self::BatchUpdate => Some(grpc::Op::BatchUpdate),
+            Self::BatchRead => Some(grpc::Op::BatchRead),
+        }
+    }
 }
 
 #[derive(Parser)]
 #[command(about = "Load generator for HTTP blob caches")]
 struct Args {
-    /// URL with `{digest}` where the blob's hex digest goes.
+    /// URL with `{digest}` where the blob's hex digest goes (HTTP modes), or
+    /// `grpc://HOST:PORT` (gRPC modes).
     #[arg(long)]
     url: String,
-    /// put or get.
+    /// put, get, or a gRPC mode: bs-write, bs-read, batch-update, batch-read.
     #[arg(long, value_enum, default_value = "put")]
     op: Op,
     /// Blob size: 4KiB, 1MiB, 256MiB...
@@ -49,9 +75,12 @@ struct Args {
     /// Concurrent connections.
     #[arg(short, long, default_value_t = 64)]
     concurrency: usize,
-    /// Requests in total.
+    /// Requests (calls) in total.
     #[arg(short = 'n', long, default_value_t = 20_000)]
     requests: usize,
+    /// Blobs per call of the batch modes.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
     /// Seed for the blob contents (use different seeds for runs against the same server).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -138,6 +167,7 @@ fn request(op: Op, url: &str, blobs: &Blobs, i: usize) -> hyper::Request<Body> {
             .header("content-length", blobs.len())
             .body(blobs.body(i)),
         Op::Get => b.method("GET").body(Full::new(Bytes::new()).boxed_unsync()),
+        Op::BsWrite | Op::BsRead | Op::BatchUpdate | Op::BatchRead => unreachable!("gRPC modes make no HTTP request"),
     }
     .expect("valid request")
 }
@@ -185,12 +215,32 @@ async fn run_phase(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if !args.url.contains("{digest}") {
-        bail!("--url must contain {{digest}}");
-    }
     let size = parse_size(&args.size)?.max(9);
     let mut base = vec![0u8; size - 8];
     rand::rng().fill_bytes(&mut base);
+    let server = args.server_pid.map(|p| p.to_string());
+    let cpu = |who: Option<&str>| who.map_or(0.0, |p| cpu_secs(p, args.clk_tck));
+    if let Some(op) = args.op.grpc() {
+        let Some(addr) = args.url.strip_prefix("grpc://") else {
+            bail!("the gRPC modes need --url grpc://HOST:PORT");
+        };
+        let plan = grpc::Plan {
+            op,
+            addr: addr.trim_end_matches('/').to_string(),
+            concurrency: args.concurrency,
+            calls: args.requests,
+            batch: args.batch,
+            seed: args.seed,
+            base: base.into(),
+        };
+        let mut before = (0.0, 0.0);
+        let (elapsed, lat, bytes) = grpc::run(plan, || before = (cpu(Some("self")), cpu(server.as_deref()))).await?;
+        let used = (cpu(Some("self")) - before.0, cpu(server.as_deref()) - before.1);
+        return report(&args, size, elapsed, lat, bytes, used);
+    }
+    if !args.url.contains("{digest}") {
+        bail!("--url must contain {{digest}}");
+    }
     let blobs = Arc::new(Blobs {
         base: base.into(),
         seed: args.seed,
@@ -210,12 +260,25 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("preparing blobs")?;
     }
-    let server = args.server_pid.map(|p| p.to_string());
-    let cpu = |who: Option<&str>| who.map_or(0.0, |p| cpu_secs(p, args.clk_tck));
     let (client0, server0) = (cpu(Some("self")), cpu(server.as_deref()));
-    let (elapsed, mut lat, bytes) = run_phase(&client, &args, args.op, blobs, urls).await?;
-    let client_cpu = cpu(Some("self")) - client0;
-    let server_cpu = cpu(server.as_deref()) - server0;
+    let (elapsed, lat, bytes) = run_phase(&client, &args, args.op, blobs, urls).await?;
+    let used = (cpu(Some("self")) - client0, cpu(server.as_deref()) - server0);
+    report(&args, size, elapsed, lat, bytes, used)
+}
+
+/// Prints the figures of a measured phase: `used` is the (client, server) CPU seconds.
+fn report(
+    args: &Args,
+    size: usize,
+    elapsed: Duration,
+    mut lat: Vec<Duration>,
+    bytes: u64,
+    used: (f64, f64),
+) -> anyhow::Result<()> {
+    let (client_cpu, server_cpu) = used;
+    if lat.is_empty() {
+        bail!("no request was measured");
+    }
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
     let secs = elapsed.as_secs_f64();
@@ -223,8 +286,8 @@ async fn main() -> anyhow::Result<()> {
     let mbps = bytes as f64 / secs / 1e6;
     if args.json {
         println!(
-            "{{\"op\":\"{:?}\",\"size\":{size},\"concurrency\":{},\"requests\":{},\"seconds\":{secs:.3},\"ops_per_sec\":{ops:.1},\"mb_per_sec\":{mbps:.1},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"client_cpu_s\":{client_cpu:.3},\"server_cpu_s\":{server_cpu:.3}}}",
-            args.op, args.concurrency, lat.len(), pct(0.5), pct(0.9), pct(0.99), pct(1.0)
+            "{{\"op\":\"{:?}\",\"size\":{size},\"concurrency\":{},\"requests\":{},\"batch\":{},\"seconds\":{secs:.3},\"ops_per_sec\":{ops:.1},\"mb_per_sec\":{mbps:.1},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"client_cpu_s\":{client_cpu:.3},\"server_cpu_s\":{server_cpu:.3}}}",
+            args.op, args.concurrency, lat.len(), if args.op.grpc().is_some() { args.batch } else { 1 }, pct(0.5), pct(0.9), pct(0.99), pct(1.0)
         );
     } else {
         println!(
