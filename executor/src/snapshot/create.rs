@@ -1,5 +1,5 @@
 //! `reprovm snapshot create DIR --name NAME`: walks DIR depth-first, cuts new and changed files
-//! into FastCDC chunks (sizes in [`reprovm_sdk::snapshot`]), hashes them with BLAKE3 and hands
+//! into FastCDC chunks ([`chunker`], sizes in [`reprovm_sdk::snapshot`]), hashes them with BLAKE3 and hands
 //! them to the batching [`Uploader`]; each directory becomes a tree blob, the root's digest goes
 //! into a snapshot object, and the ref `snapshots/NAME/<timestamp>` is written last
 //! (`IfAbsent`), so a failed or interrupted run leaves no snapshot behind.
@@ -15,12 +15,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use bytes::Bytes;
-use fastcdc::v2020::StreamCDC;
-use reprovm_sdk::snapshot::{
-    self as fmt, ChunkRef, Entry, EntryKind, Snapshot, SnapshotStats, Timestamp, Tree, CHUNK_AVG, CHUNK_MAX, CHUNK_MIN,
-};
+use reprovm_sdk::snapshot::{self as fmt, ChunkRef, Entry, EntryKind, Snapshot, SnapshotStats, Timestamp, Tree};
 use reprovm_sdk::{CasError, CasExt, Digest, RefCondition};
 
+use super::chunker;
 use super::report::{self, Progress};
 use super::upload::{Kind, Uploader};
 use super::{display_id, join_display, load_tree, resolve, Ctx, Usage};
@@ -142,17 +140,18 @@ impl Walker<'_> {
         self.progress.message(shown);
         let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let mut size = 0u64;
-        for chunk in StreamCDC::new(file, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
-            self.ctx.shutdown.check()?;
-            let chunk = chunk.map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-            let data = Bytes::from(chunk.data);
+        let (ctx, up, progress) = (self.ctx, &mut self.up, &self.progress);
+        chunker::chunk(file, md.len(), |data| {
+            ctx.shutdown.check()?;
             let digest = Digest::of_blake3(&data);
             let len = data.len() as u64;
             size += len;
             entry.chunks.push(ChunkRef { digest, size: len });
-            self.ctx.block_on(self.up.add(digest, Some(data), Kind::Chunk))?;
-            self.progress.inc(len);
-        }
+            ctx.block_on(up.add(digest, Some(data), Kind::Chunk))?;
+            progress.inc(len);
+            Ok(())
+        })
+        .with_context(|| format!("reading {}", path.display()))?;
         // The size read, not the size stat'ed: a file growing while read is taken as read.
         entry.size = Some(size);
         self.stats.bytes_total += size;

@@ -10,13 +10,15 @@
 //!
 //! ## Layout
 //! - [`args`]: the clap subcommands.
-//! - `create`: walk, change detection against the parent, FastCDC chunking; `upload`: batches
+//! - `create`: walk, change detection against the parent; `chunker`: FastCDC cuts as slices of
+//!   large reads; `upload`: batches
 //!   (one `find_missing` per batch, then only missing blobs are put).
 //! - `restore`, `diff`, `verify`, `forget` (with its retention policy), `list`: one command each.
 //! - [`reach`]: what a snapshot ref keeps alive, for `reprovm cache gc`.
 //! - `report`: progress bars and byte formatting of these commands.
 
 pub mod args;
+mod chunker;
 mod create;
 mod diff;
 mod forget;

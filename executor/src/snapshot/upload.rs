@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 /// Most digests per `find_missing` call.
 pub const BATCH_BLOBS: usize = 1000;
 /// Most bytes of chunk data held per batch.
-pub const BATCH_BYTES: usize = 32 << 20;
+pub const BATCH_BYTES: usize = 16 << 20;
 /// Concurrent puts of one batch.
 const PUTS_IN_FLIGHT: usize = 8;
 
