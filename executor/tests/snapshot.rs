@@ -503,3 +503,63 @@ fn round_trip_through_s3() {
     assert_same_tree(&dir.join("src"), &dir.join("out"));
     assert!(!dir.join("cache/cas").exists(), "the embedded store was not used");
 }
+
+/// Every file below `dir` whose name marks it as a restore's temp file.
+fn restore_leftovers(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else if e.file_name().to_string_lossy().contains(".reprovm-restore-") {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn many_small_files_restore_in_parallel_exactly_and_a_corrupt_one_leaves_no_temp_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let src = dir.join("src");
+    // 300 files of 1-9 KiB over 12 directories (more than the jobs run at once), each with its
+    // own mtime, a read-only directory among them, and a few multi-chunk files.
+    for i in 0..300u64 {
+        let d = src.join(format!("d{:02}", i % 12));
+        fs::create_dir_all(&d).unwrap();
+        let f = d.join(format!("f{i:03}.txt"));
+        fs::write(&f, format!("file {i}\n").repeat(100 + (i as usize * 37) % 800)).unwrap();
+        set_mtime(&f, 1_500_000_000 + i, (i * 1_000_003) as u32 % 1_000_000_000);
+    }
+    for i in 0..3 {
+        random_file(&src.join(format!("d0{i}/big{i}.bin")), (5 << 20) + i * 12345, 100 + i);
+    }
+    set_mtime(&src.join("d03"), 1_400_000_000, 5);
+    fs::set_permissions(src.join("d03"), fs::Permissions::from_mode(0o555)).unwrap();
+    json(&rv(dir, &["snapshot", "create", "src", "--name", "many", "--json"]));
+
+    let ok = rv(dir, &["snapshot", "restore", "many", "out"]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert!(ok.all().contains("303 files"), "{ok:?}");
+    assert_same_tree(&src, &dir.join("out"));
+    assert!(restore_leftovers(&dir.join("out")).is_empty());
+
+    // One file's only chunk corrupted in the store: the restore fails naming it, and neither
+    // that file's temp file nor any other job's is left behind.
+    let victim = fs::read(src.join("d07/f151.txt")).unwrap();
+    let digest = Digest::of_blake3(&victim);
+    corrupt_in_store(&dir.join("cache"), &digest, &victim);
+    let bad = rv(dir, &["snapshot", "restore", "many", "out2"]);
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.all().contains(&digest.to_hex()), "{bad:?}");
+    assert!(bad.all().contains("corrupt"), "{bad:?}");
+    assert!(!dir.join("out2/d07/f151.txt").exists());
+    assert_eq!(restore_leftovers(&dir.join("out2")), Vec::<std::path::PathBuf>::new());
+    fs::set_permissions(src.join("d03"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(dir.join("out/d03"), fs::Permissions::from_mode(0o755)).unwrap();
+}

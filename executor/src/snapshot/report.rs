@@ -39,10 +39,28 @@ impl Progress {
         }
     }
 
+    /// A handle for other threads that counts into this line (and never clears it).
+    pub fn counter(&self) -> Counter {
+        Counter(self.0.clone())
+    }
+
     /// Removes the line.
     pub fn finish(&self) {
         if let Some(b) = &self.0 {
             b.finish_and_clear();
+        }
+    }
+}
+
+/// Counts bytes into a [`Progress`] line from another thread.
+#[derive(Clone)]
+pub struct Counter(Option<ProgressBar>);
+
+impl Counter {
+    /// Counts `n` more bytes.
+    pub fn inc(&self, n: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(n);
         }
     }
 }
