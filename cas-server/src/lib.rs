@@ -21,6 +21,7 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`sync`]: `cas-server sync status|push|pull`.
 //! - [`backup`]: incremental store backups (RocksDB BackupEngine), BLAKE3 manifests, deep verify, restore.
+//! - [`malloc`]: glibc arena limit for processes that pass large buffers between threads.
 #![deny(unsafe_code)]
 
 pub mod audit;
@@ -30,6 +31,7 @@ pub mod config;
 pub mod grpc;
 pub mod http;
 pub mod kv;
+pub mod malloc;
 pub mod metrics;
 pub mod store;
 pub mod sync;

@@ -54,6 +54,7 @@ mod workspace;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    cas_server::malloc::limit_arenas();
     let low = cli::lowargs::LowArgs::parse();
     let no_color = !messages::Style::detect_color(low.no_color);
     match cli::run(low) {
