@@ -539,7 +539,10 @@ fn many_small_files_restore_in_parallel_exactly_and_a_corrupt_one_leaves_no_temp
     for i in 0..3 {
         random_file(&src.join(format!("d0{i}/big{i}.bin")), (5 << 20) + i * 12345, 100 + i);
     }
-    set_mtime(&src.join("d03"), 1_400_000_000, 5);
+    fs::File::open(src.join("d03"))
+        .unwrap()
+        .set_modified(UNIX_EPOCH + Duration::new(1_400_000_000, 5))
+        .unwrap();
     fs::set_permissions(src.join("d03"), fs::Permissions::from_mode(0o555)).unwrap();
     json(&rv(dir, &["snapshot", "create", "src", "--name", "many", "--json"]));
 
