@@ -8,51 +8,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::messages::Style;
 
-/// A progress line counting bytes, or nothing when output is not a terminal.
-pub struct Progress(Option<ProgressBar>);
+/// A progress line counting bytes, or nothing when output is not a terminal. Cleared when
+/// dropped; [`Counter`]s count into it from other threads.
+pub struct Progress(Counter);
 
-impl Progress {
-    /// A progress line starting with `verb` ("Snapshotting", "Restoring"...).
-    pub fn bytes(style: Style, verb: &str) -> Self {
-        let on = style.progress && !style.quiet && std::io::stderr().is_terminal();
-        Self(on.then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            let template =
-                format!("{{spinner}} {verb} {{bytes}} at {{binary_bytes_per_sec}}, {{elapsed}} {{wide_msg}}");
-            bar.set_style(ProgressStyle::with_template(&template).expect("valid template"));
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        }))
-    }
-
-    /// Counts `n` more bytes.
-    pub fn inc(&self, n: u64) {
-        if let Some(b) = &self.0 {
-            b.inc(n);
-        }
-    }
-
-    /// Shows what is being worked on.
-    pub fn message(&self, text: &str) {
-        if let Some(b) = &self.0 {
-            b.set_message(text.to_string());
-        }
-    }
-
-    /// A handle for other threads that counts into this line (and never clears it).
-    pub fn counter(&self) -> Counter {
-        Counter(self.0.clone())
-    }
-
-    /// Removes the line.
-    pub fn finish(&self) {
-        if let Some(b) = &self.0 {
-            b.finish_and_clear();
-        }
-    }
-}
-
-/// Counts bytes into a [`Progress`] line from another thread.
+/// Counts bytes into a [`Progress`] line from any thread (and never clears it).
 #[derive(Clone)]
 pub struct Counter(Option<ProgressBar>);
 
@@ -61,6 +21,45 @@ impl Counter {
     pub fn inc(&self, n: u64) {
         if let Some(b) = &self.0 {
             b.inc(n);
+        }
+    }
+}
+
+impl Progress {
+    /// A progress line starting with `verb` ("Snapshotting", "Restoring"...).
+    pub fn bytes(style: Style, verb: &str) -> Self {
+        let on = style.progress && !style.quiet && std::io::stderr().is_terminal();
+        Self(Counter(on.then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            let template =
+                format!("{{spinner}} {verb} {{bytes}} at {{binary_bytes_per_sec}}, {{elapsed}} {{wide_msg}}");
+            bar.set_style(ProgressStyle::with_template(&template).expect("valid template"));
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        })))
+    }
+
+    /// Counts `n` more bytes.
+    pub fn inc(&self, n: u64) {
+        self.0.inc(n);
+    }
+
+    /// Shows what is being worked on.
+    pub fn message(&self, text: &str) {
+        if let Some(b) = &self.0 .0 {
+            b.set_message(text.to_string());
+        }
+    }
+
+    /// A handle that counts into this line from another thread.
+    pub fn counter(&self) -> Counter {
+        self.0.clone()
+    }
+
+    /// Removes the line.
+    pub fn finish(&self) {
+        if let Some(b) = &self.0 .0 {
+            b.finish_and_clear();
         }
     }
 }
